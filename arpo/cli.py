@@ -1,0 +1,168 @@
+"""The `arpo` command. Subcommands that later milestones fill in are listed and say so when called."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from arpo.config import ConfigError, RunConfig, load_config
+
+if TYPE_CHECKING:
+    from arpo.demo import DemoResult
+
+app = typer.Typer(
+    help="ARPO: train tool-using LLM agents with entropy-based adaptive rollout.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+schema_app = typer.Typer(
+    help="The contract's JSON Schemas (the top-level proto/ folder).", no_args_is_help=True
+)
+config_app = typer.Typer(help="Validate and show run configs.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+app.add_typer(config_app, name="config")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _load(path: Path | None) -> RunConfig:
+    if path is None:
+        return RunConfig()
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        errors.print(f"[red]invalid config[/red]\n{err}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write *.schema.json into.")],
+) -> None:
+    """Write a JSON Schema for every message (removing stale ones)."""
+    from arpo.proto.schema import export_schemas
+
+    paths = export_schemas(directory)
+    console.print(f"wrote {len(paths)} schemas to {directory}")
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="YAML or JSON RunConfig.")]) -> None:
+    """Validate a config file; exit 2 naming every bad field."""
+    cfg = _load(path)
+    mode = "GRPO (no branching)" if cfg.branching.is_grpo else "ARPO"
+    console.print(f"{path}: ok ({mode}, M={cfg.branching.group_size}, N={cfg.branching.initial_rollouts})")
+
+
+@config_app.command("show")
+def config_show(
+    path: Annotated[Path | None, typer.Argument(help="Config file; omitted: the defaults.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Print the effective config, every default filled in."""
+    data = _load(path).model_dump(mode="json")
+    typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None, typer.Option(help="RunConfig file (default: a small demo budget, M=8, N=4).")
+    ] = None,
+    prompts: Annotated[int, typer.Option(min=1, max=64, help="Prompts (trees) to roll out.")] = 6,
+    segment_tokens: Annotated[int, typer.Option(min=1, max=64, help="Tokens per segment.")] = 8,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the demo's single update.")] = 3e-3,
+) -> None:
+    """The ARPO core end to end on a random tiny model (a self-check until the embedded run lands)."""
+    from arpo.demo import run_demo
+
+    cfg = _load(config) if config else RunConfig.model_validate(DEMO_DEFAULTS)
+    with console.status("rolling out ARPO and GRPO trees, then one policy update..."):
+        result = run_demo(cfg, prompts, segment_tokens, lr)
+    _print_demo(cfg, result)
+
+
+DEMO_DEFAULTS = {
+    "seed": 0,
+    "rollout": {"max_tool_calls": 2, "max_response_tokens": 64},
+    "branching": {"group_size": 8, "initial_rollouts": 4, "entropy_window": 4, "beta": 0.4},
+}
+
+
+def _print_demo(cfg: RunConfig, result: DemoResult) -> None:
+    b = cfg.branching
+    console.print(
+        "[bold]arpo demo[/bold]: random 2-layer Qwen2, 16-symbol vocabulary; scripted tool; toy reward "
+        "(hidden digit in the final segment). Real: sampling with exact entropy, ARPO forking, trees, "
+        "advantages, clipped loss, one AdamW step."
+    )
+    table = Table(title=f"Trees at equal budget M={b.group_size} (ARPO starts N={b.initial_rollouts})")
+    for col in (
+        "prompt",
+        "ARPO forks",
+        "ARPO branch pts",
+        "ARPO tool calls",
+        "GRPO tool calls",
+        "ARPO reward",
+    ):
+        table.add_column(col, justify="right")
+    for a, g in zip(result.arpo, result.grpo, strict=True):
+        rewards = list(a.rewards.values())
+        table.add_row(
+            a.prompt_id,
+            str(a.forks),
+            str(sum(1 for n in a.tree.branch_points if n != a.tree.root_id)),
+            str(a.tool_calls),
+            str(g.tool_calls),
+            f"{sum(rewards) / len(rewards):.2f}",
+        )
+    console.print(table)
+    arpo_calls = sum(t.tool_calls for t in result.arpo) / sum(len(t.rewards) for t in result.arpo)
+    grpo_calls = sum(t.tool_calls for t in result.grpo) / sum(len(t.rewards) for t in result.grpo)
+    console.print(
+        f"tool calls executed per trajectory: ARPO {arpo_calls:.2f} vs GRPO {grpo_calls:.2f} "
+        f"(forks reuse the tool calls of their shared prefix)"
+    )
+    d, s = result.step.diagnostics, result.step
+    console.print(
+        f"update ({cfg.loss.advantage_mode} attribution): loss {d.policy_loss:+.4f}, "
+        f"{d.tokens} trained tokens, "
+        f"clip fraction {d.clip_fraction:.3f}, entropy {d.entropy:.3f} nats"
+    )
+    verdict = "[green]ok[/green]" if s.positive_shift > s.negative_shift else "[red]unexpected[/red]"
+    console.print(
+        f"mean log-prob change after the step: above-average trajectories {s.positive_shift:+.4f}, "
+        f"below-average {s.negative_shift:+.4f} -> {verdict}"
+    )
+    if s.positive_shift <= s.negative_shift:
+        raise typer.Exit(1)
+
+
+def _planned(name: str, milestone: str) -> None:
+    def command() -> None:
+        errors.print(f"`arpo {name}` is not available yet: it arrives with milestone {milestone}.")
+        raise typer.Exit(2)
+
+    command.__doc__ = f"[not yet available: milestone {milestone}]"
+    app.command(name)(command)
+
+
+for _name, _milestone in (
+    ("run", "6/10 (embedded run and --remote)"),
+    ("serve", "2/10-6/10 (one per service)"),
+    ("sft", "7/10"),
+    ("eval", "10/10"),
+    ("bench", "2/10-5/10"),
+    ("analyze", "10/10"),
+):
+    _planned(_name, _milestone)
+
+
+def main() -> None:
+    app()

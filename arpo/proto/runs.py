@@ -1,0 +1,138 @@
+"""Messages of the controller: what a run is, its state, and its per-step metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from arpo.config import RunConfig
+from arpo.core.rewards import AnswerMetric
+from arpo.proto.base import Id, Message
+
+
+class ModelRef(Message):
+    """The policy to train: any Hugging Face causal LM by hub name or local path."""
+
+    name_or_path: str = Field(min_length=1)
+    """Hub name (e.g. Qwen/Qwen2.5-3B-Instruct) or a local directory."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); None = default branch."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype; auto = bfloat16 on GPU, float32 on CPU."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own Python code to run."""
+
+
+class DatasetRef(Message):
+    """Where a run's prompts and gold answers come from."""
+
+    path_or_name: str = Field(min_length=1)
+    """A local JSONL/parquet file, a built-in task name, or a Hugging Face dataset name."""
+    split: str = "train"
+    """Split to read."""
+    question_field: str = "question"
+    """Field holding the question."""
+    answer_field: str = "answer"
+    """Field holding the gold answer (a string or a list of strings)."""
+    metric: AnswerMetric | None = None
+    """Scoring of answers; None = the run's reward.default_metric."""
+
+
+class RunSpec(Message):
+    """Everything needed to launch a run."""
+
+    name: str | None = Field(None, max_length=200)
+    """Human-readable name."""
+    model: ModelRef
+    """Policy to train."""
+    dataset: DatasetRef
+    """Training data."""
+    config: RunConfig = RunConfig()
+    """Every algorithm knob."""
+
+
+class RunState(StrEnum):
+    """Life cycle of a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class StepMetrics(Message):
+    """What one training step measured. Optional fields are absent where a stage did not run."""
+
+    step: int = Field(ge=0)
+    """Training step."""
+    policy_version: int = Field(ge=0)
+    """Version the step's rollouts were generated with."""
+    trees: int = Field(ge=0)
+    """Trees (prompts) in the step."""
+    trajectories: int = Field(ge=0)
+    """Finished trajectories (leaves) in the step."""
+    reward_mean: float
+    """Mean leaf reward."""
+    accuracy: float = Field(ge=0, le=1)
+    """Fraction of leaves whose answer scored 1."""
+    format_ok_rate: float = Field(ge=0, le=1)
+    """Fraction of leaves with a valid tag format."""
+    tool_calls_per_trajectory: float = Field(ge=0)
+    """Mean tool calls per leaf."""
+    branches_per_tree: float = Field(ge=0)
+    """Mean forks admitted per tree."""
+    entropy_mean: float | None = None
+    """Mean token entropy of model tokens."""
+    entropy_after_tool_mean: float | None = None
+    """Mean entropy of the first k tokens after tool results."""
+    policy_loss: float | None = None
+    """Clipped-surrogate loss."""
+    clip_fraction: float | None = None
+    """Fraction of tokens whose ratio was clipped."""
+    approx_kl: float | None = None
+    """KL(old‖new) estimate over the update."""
+    grad_norm: float | None = None
+    """Gradient norm before clipping."""
+    logprob_mismatch: float | None = None
+    """Mean |rollout log-prob - learner log-prob| over model tokens."""
+    dead_letters: int = Field(0, ge=0)
+    """Branch requests given up in this step."""
+    time_generate_s: float | None = None
+    """Seconds spent generating."""
+    time_tool_wait_s: float | None = None
+    """Seconds spent waiting on tools."""
+    time_train_s: float | None = None
+    """Seconds spent in forward/backward/optimizer."""
+    time_publish_s: float | None = None
+    """Seconds spent publishing weights."""
+    time_step_s: float | None = None
+    """Wall-clock seconds of the whole step."""
+
+
+class RunStatus(Message):
+    """A run as the controller reports it."""
+
+    run_id: Id
+    """The run's id."""
+    name: str | None = None
+    """Human-readable name from the RunSpec."""
+    state: RunState
+    """Where the run is in its life cycle."""
+    reason: str | None = None
+    """Why the run failed or stopped, when it did."""
+    step: int = Field(0, ge=0)
+    """Steps completed."""
+    policy_version: int = Field(0, ge=0)
+    """Latest published policy version."""
+    created_at: datetime
+    """When the run was submitted (UTC)."""
+    updated_at: datetime
+    """Last state change or metrics update (UTC)."""
+    metrics: StepMetrics | None = None
+    """Metrics of the latest completed step."""
+    services_seen: list[str] = Field(default_factory=list)
+    """Services that reported for this run (e.g. 'learner-0', 'agent-3')."""

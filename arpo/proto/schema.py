@@ -1,0 +1,63 @@
+"""JSON Schema export of the contract (`arpo schema export DIR`).
+
+The committed copy lives in the top-level `proto/` folder; a test regenerates it and fails on drift.
+Service OpenAPI documents join this export once the services exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from arpo.config import RunConfig
+from arpo.proto.rollout import Completion, GenerateRequest, GenerateResponse, SamplingParams
+from arpo.proto.runs import DatasetRef, ModelRef, RunSpec, RunStatus, StepMetrics
+from arpo.proto.tools import SearchHit, ToolCall, ToolResult
+from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode
+
+MESSAGES: tuple[type[BaseModel], ...] = (
+    SamplingParams,
+    GenerateRequest,
+    Completion,
+    GenerateResponse,
+    ToolCall,
+    ToolResult,
+    SearchHit,
+    BranchRequest,
+    TreeNode,
+    Trajectory,
+    Tree,
+    ModelRef,
+    DatasetRef,
+    RunConfig,
+    RunSpec,
+    StepMetrics,
+    RunStatus,
+)
+
+
+def schema_documents() -> dict[str, str]:
+    """File name -> JSON text, for every message."""
+    return {
+        f"{model.__name__}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True)
+        + "\n"
+        for model in MESSAGES
+    }
+
+
+def export_schemas(directory: str | Path) -> list[Path]:
+    """Write every document into `directory`, removing stale `*.schema.json` files; returns the paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    docs = schema_documents()
+    for stale in out.glob("*.schema.json"):
+        if stale.name not in docs:
+            stale.unlink()
+    written = []
+    for name, text in docs.items():
+        path = out / name
+        path.write_text(text)
+        written.append(path)
+    return written

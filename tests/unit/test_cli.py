@@ -1,0 +1,44 @@
+"""The `arpo` command: help lists every subcommand; config and schema commands; planned ones say so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from arpo.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_subcommands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("run", "serve", "sft", "eval", "bench", "analyze", "demo", "schema", "config"):
+        assert name in result.output
+
+
+def test_planned_commands_fail_honestly() -> None:
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 2
+    assert "not available yet" in result.output
+
+
+def test_config_check_and_show(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("branching: {group_size: 4, initial_rollouts: 4}\n")
+    result = runner.invoke(app, ["config", "check", str(good)])
+    assert result.exit_code == 0 and "GRPO" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("branching: {alpha: 7}\n")
+    result = runner.invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 2
+    assert "branching.alpha" in result.output and "7" in result.output
+    shown = runner.invoke(app, ["config", "show", "--json"])
+    assert shown.exit_code == 0 and '"group_size": 16' in shown.output
+
+
+def test_schema_export(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schema", "export", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    assert (tmp_path / "out" / "BranchRequest.schema.json").is_file()

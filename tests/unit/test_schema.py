@@ -1,0 +1,37 @@
+"""The committed top-level proto/ folder is exactly what the models export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from arpo.proto.schema import MESSAGES, export_schemas, schema_documents
+
+PROTO = Path(__file__).parents[2] / "proto"
+
+
+def test_committed_schemas_match_the_models() -> None:
+    docs = schema_documents()
+    committed = {p.name: p.read_text() for p in PROTO.glob("*.schema.json")}
+    assert sorted(committed) == sorted(docs), "run `arpo schema export proto` and commit the result"
+    drifted = [name for name, text in docs.items() if committed[name] != text]
+    assert not drifted, f"schemas drifted from the models: {drifted}; run `arpo schema export proto`"
+
+
+def test_every_field_is_documented() -> None:
+    undocumented = []
+    for model in MESSAGES:
+        for name, field in model.model_fields.items():
+            if not field.description:
+                undocumented.append(f"{model.__name__}.{name}")
+    assert not undocumented
+
+
+def test_export_removes_stale_files(tmp_path: Path) -> None:
+    (tmp_path / "Gone.schema.json").write_text("{}")
+    (tmp_path / "README.md").write_text("kept")
+    written = export_schemas(tmp_path)
+    assert len(written) == len(MESSAGES)
+    assert not (tmp_path / "Gone.schema.json").exists() and (tmp_path / "README.md").exists()
+    tree = json.loads((tmp_path / "Tree.schema.json").read_text())
+    assert tree["additionalProperties"] is False
