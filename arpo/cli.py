@@ -153,12 +153,62 @@ def _planned(name: str, milestone: str) -> None:
     app.command(name)(command)
 
 
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="rollout (tools, agent, learner, controller: coming).")],
+) -> None:
+    """Run one service, exactly as `python -m arpo.services.<service>` (settings from ARPO_* variables)."""
+    match service:
+        case "rollout":
+            from arpo.services.rollout.__main__ import main as rollout_main
+
+            raise typer.Exit(rollout_main())
+        case "tools" | "agent" | "learner" | "controller":
+            errors.print(
+                f"`arpo serve {service}` is not available yet: it arrives with milestones 3/10-6/10."
+            )
+            raise typer.Exit(2)
+        case _:
+            errors.print(f"unknown service {service!r}: choose rollout, tools, agent, learner or controller")
+            raise typer.Exit(2)
+
+
+@app.command()
+def bench(
+    component: Annotated[str, typer.Argument(help="rollout (tools, queue, learner: coming).")],
+    shape: Annotated[str, typer.Option(help="Model shape: tiny, 0.5b, 1.5b (random weights).")] = "tiny",
+    batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
+    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per row.")] = 64,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Model vocabulary (default: the tiny tokenizer's).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per variant (the fastest counts).")] = 3,
+    static_baseline: Annotated[bool, typer.Option(help="Also time `generate` with a static cache.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also append the JSON lines to this file.")] = None,
+) -> None:
+    """Measure a component; prints one JSON object per measurement (record them under benchmarks/)."""
+    if component != "rollout":
+        errors.print(f"`arpo bench {component}` is not available yet (rollout is).")
+        raise typer.Exit(2)
+    from arpo.bench import bench_rollout
+
+    records = bench_rollout(
+        shape, batch or [1, 8, 32], new_tokens, device, vocab_size, dtype, repeats, static_baseline
+    )
+    for record in records:
+        line = json.dumps(record)
+        typer.echo(line)
+        if out is not None:
+            with out.open("a") as f:
+                f.write(line + "\n")
+
+
 for _name, _milestone in (
     ("run", "6/10 (embedded run and --remote)"),
-    ("serve", "2/10-6/10 (one per service)"),
     ("sft", "7/10"),
     ("eval", "10/10"),
-    ("bench", "2/10-5/10"),
     ("analyze", "10/10"),
 ):
     _planned(_name, _milestone)

@@ -24,8 +24,8 @@ class SamplingParams(Message):
 
     n: int = Field(1, ge=1, le=256)
     """Samples to draw; they share one prefill of the prompt."""
-    temperature: float = Field(1.0, gt=0)
-    """Softmax temperature; entropies are of the tempered distribution."""
+    temperature: float = Field(1.0, ge=0)
+    """Softmax temperature; 0 = greedy (log-probs and entropies then use temperature 1)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling mass (1.0 = off)."""
     top_k: int = Field(0, ge=0)
@@ -36,6 +36,8 @@ class SamplingParams(Message):
     """Stop strings, detected on decoded text and kept in the output (the tool closing tags)."""
     seed: int | None = Field(None, ge=0)
     """Seed of this request's sampling; None = engine's own stream."""
+    ignore_eos: bool = False
+    """Keep generating after the end-of-sequence token (benchmarks)."""
 
 
 class GenerateRequest(Message):
@@ -55,11 +57,11 @@ class Completion(Message):
     token_ids: list[TokenId]
     """Generated token ids (stop string and EOS token included)."""
     logprobs: list[float]
-    """Log-prob of each generated token under the sampling distribution."""
+    """Log-prob of each token under softmax(logits / temperature) before top-k/top-p (the learner's view)."""
     entropies: list[float]
     """Entropy (nats) of the distribution each token was sampled from."""
     text: str
-    """Decoded text of `token_ids`."""
+    """Decoded text of `token_ids` (a stop string ends inside the last token; nothing is cut off)."""
     finish_reason: FinishReason
     """stop: a stop string was produced; eos: end-of-sequence token; length: max_tokens reached."""
     stop_string: str | None = None
@@ -88,3 +90,66 @@ class GenerateResponse(Message):
     """Length of the prompt prefix."""
     cached_prompt_tokens: int = Field(0, ge=0)
     """Prompt tokens served from a prefix cache instead of recomputed."""
+
+
+MAX_BATCH_REQUESTS = 1024
+
+
+class GenerateBatch(Message):
+    """Several prompts generated together (each with its own sampling parameters)."""
+
+    requests: list[GenerateRequest] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
+    """The prompts to continue."""
+
+
+class GenerateBatchResponse(Message):
+    """One response per request, in request order."""
+
+    responses: list[GenerateResponse]
+    """Responses, in the order of `requests`."""
+
+
+class ProbeSequence(Message):
+    """A fixed token sequence and the log-probs the sender's weights give it (the weight-sync guard)."""
+
+    token_ids: list[TokenId] = Field(min_length=2)
+    """The sequence to score."""
+    logprobs: list[float]
+    """log p(token_ids[i+1] | token_ids[:i+1]) at temperature 1, for i = 0 .. len - 2."""
+
+    @model_validator(mode="after")
+    def _lengths(self) -> Self:
+        if len(self.logprobs) != len(self.token_ids) - 1:
+            raise ValueError(
+                f"logprobs must have len(token_ids) - 1 = {len(self.token_ids) - 1} entries, "
+                f"got {len(self.logprobs)}"
+            )
+        return self
+
+
+class WeightsUpdate(Message):
+    """Load a new policy version from a directory of safetensors files."""
+
+    path: str = Field(min_length=1)
+    """Directory (or single .safetensors file) holding the full state dict, lm_head included."""
+    policy_version: int = Field(ge=1)
+    """Version the weights become; must be newer than the version served."""
+    probe: ProbeSequence | None = None
+    """If given, the new weights are refused unless they reproduce these log-probs."""
+    tolerance: float = Field(1e-4, gt=0)
+    """Largest absolute probe log-prob difference accepted (fp32; use more for bf16)."""
+
+
+class WeightsStatus(Message):
+    """The result of a weight update."""
+
+    accepted: bool
+    """The new version is being served."""
+    policy_version: int = Field(ge=0)
+    """Version served after the call."""
+    probe_max_abs_error: float | None = None
+    """Largest probe log-prob difference, when a probe was sent."""
+    load_s: float = Field(0.0, ge=0)
+    """Seconds spent loading and checking."""
+    reason: str | None = None
+    """Why the update was refused."""

@@ -12,7 +12,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from arpo.config import RunConfig
-from arpo.proto.rollout import Completion, GenerateRequest, GenerateResponse, SamplingParams
+from arpo.proto.rollout import (
+    Completion,
+    GenerateBatch,
+    GenerateBatchResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ProbeSequence,
+    SamplingParams,
+    WeightsStatus,
+    WeightsUpdate,
+)
 from arpo.proto.runs import DatasetRef, ModelRef, RunSpec, RunStatus, StepMetrics
 from arpo.proto.tools import SearchHit, ToolCall, ToolResult
 from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode
@@ -22,6 +32,11 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     GenerateRequest,
     Completion,
     GenerateResponse,
+    GenerateBatch,
+    GenerateBatchResponse,
+    ProbeSequence,
+    WeightsUpdate,
+    WeightsStatus,
     ToolCall,
     ToolResult,
     SearchHit,

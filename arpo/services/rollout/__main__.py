@@ -1,0 +1,47 @@
+"""`python -m arpo.services.rollout`: load the model named by ARPO_ROLLOUT_MODEL and serve it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from arpo.services.rollout.app import create_app
+from arpo.services.rollout.engine import Engine, EngineKind
+from arpo.services.rollout.settings import RolloutSettings
+
+
+def build_engine(settings: RolloutSettings) -> Engine:
+    match settings.engine:
+        case EngineKind.HF:
+            from arpo.services.rollout.hf import HFEngine
+
+            return HFEngine.from_pretrained(
+                settings.model,
+                revision=settings.revision,
+                dtype=settings.dtype,
+                device=settings.device,
+                trust_remote_code=settings.trust_remote_code,
+                seed=settings.seed,
+            )
+        case EngineKind.VLLM:
+            raise SystemExit(
+                "ARPO_ROLLOUT_ENGINE=vllm: the vLLM engine is not implemented yet (milestone 2/10)"
+            )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = RolloutSettings.from_env()
+    except ValueError as err:
+        sys.stderr.write(f"{err}\n")
+        return 2
+    app = create_app(build_engine(settings), settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

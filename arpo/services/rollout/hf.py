@@ -1,0 +1,320 @@
+"""The HF engine: any Hugging Face causal LM, a batched decode loop with a KV cache, exact entropy.
+
+One `generate` call is one batch. Prompts are left-padded and prefilled once each (the `n` samples of a
+prompt share that prefill: the cache rows are duplicated, not recomputed). Each decode step samples one
+token per active row and computes, from the very logits it sampled from, the token's log-prob and the
+full-vocabulary entropy (`arpo.core.entropy`, chunked). Rows that finish (stop string, end of sequence,
+max_tokens or the context limit) leave the batch: their cache rows are dropped.
+
+Not here: continuous batching across calls (the app groups concurrent requests into one call), a prefix
+cache across calls, CUDA graphs / static caches (see benchmarks/).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arpo.core.entropy import logprobs_and_entropies
+from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse
+from arpo.services.rollout.engine import WeightsError
+from arpo.services.rollout.sampling import StopMatcher, draw, filter_logits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Row:
+    """One sample being generated."""
+
+    request: int
+    max_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    stops: StopMatcher
+    generator: torch.Generator | None
+    ignore_eos: bool
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    finish: FinishReason | None = None
+    stop_string: str | None = None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+class HFEngine:
+    """Generation with transformers + torch; CPU by default, CUDA when given a CUDA device."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        seed: int = 0,
+        compute_logprobs: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self._name = name
+        self._version = 0
+        self._compute_logprobs = compute_logprobs  # False only for the benchmark's no-entropy baseline
+        self.device = next(model.parameters()).device
+        self._shared = torch.Generator(self.device).manual_seed(seed)
+        self._eos = self._eos_ids()
+        self._pieces: dict[int, str] = {}
+        # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; accept both.
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos, default=0)
+        self._pad = int(pad)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ) -> HFEngine:
+        """Load a causal LM and its tokenizer by hub name or local path."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=resolve_dtype(dtype, dev),
+            trust_remote_code=trust_remote_code,
+        )
+        return cls(model.to(dev), tokenizer, name_or_path, seed=seed)
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (getattr(self.model, "generation_config", None), self.model.config, self.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            ids.update([value] if isinstance(value, int) else list(value or []))
+        return ids
+
+    @property
+    def policy_version(self) -> int:
+        return self._version
+
+    def set_version(self, version: int) -> None:
+        self._version = version
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def max_context_tokens(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def _fast_decode(self, token_ids: list[int]) -> str:
+        """Decode for stop matching: the Rust tokenizer directly when there is one (no wrapper overhead)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self.decode(token_ids)
+        return str(backend.decode(token_ids, skip_special_tokens=True))
+
+    def _piece(self, token_id: int) -> str:
+        """The text of one token, cached (the vocabulary is fixed)."""
+        cached = self._pieces.get(token_id)
+        if cached is None:
+            cached = self._pieces[token_id] = self._fast_decode([token_id])
+        return cached
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True
+            )
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        return self.encode("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ")
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        rows = [row for i, req in enumerate(requests) for row in self._rows(i, req)]
+        owners = torch.tensor([r.request for r in rows], device=self.device)
+        logits, cache, mask, positions = self._prefill([req.prompt_token_ids for req in requests], owners)
+        limits = [self.max_context_tokens - len(requests[r.request].prompt_token_ids) for r in rows]
+        active = list(range(len(rows)))
+        while active:
+            tokens = self._sample([rows[i] for i in active], logits)
+            keep = [j for j, i in enumerate(active) if not self._append(rows[i], tokens[j], limits[i])]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                mask, positions = mask[idx], positions[idx]
+                tokens = tokens[idx]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions + 1
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                use_cache=True,
+                **{self._cache_arg: cache},
+            )
+            logits = out.logits[:, -1]
+        return self._responses(requests, rows)
+
+    def _rows(self, index: int, req: GenerateRequest) -> list[_Row]:
+        s = req.sampling
+        matcher = StopMatcher(self._fast_decode, s.stop, self._piece)
+        rows = []
+        for k in range(s.n):
+            gen = None
+            if s.seed is not None:
+                gen = torch.Generator(self.device).manual_seed(s.seed * 1_000_003 + k)
+            rows.append(
+                _Row(index, s.max_tokens, s.temperature, s.top_k, s.top_p, matcher, gen, s.ignore_eos)
+            )
+        return rows
+
+    def _prefill(
+        self, prompts: Sequence[Sequence[int]], owners: torch.Tensor
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Left-padded prefill of each distinct prompt, then one cache row per sample."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        cache = getattr(out, self._cache_arg)
+        cache.batch_select_indices(owners)
+        return out.logits[owners, -1], cache, mask[owners], positions[owners, -1]
+
+    def _sample(self, rows: Sequence[_Row], logits: torch.Tensor) -> torch.Tensor:
+        """Draw one token per row; record its log-prob and the entropy from the same logits."""
+        # Greedy rows (temperature 0) keep only their top token and report temperature-1 statistics.
+        temps = torch.tensor([r.temperature or 1.0 for r in rows], device=self.device)
+        scaled = logits.float() / temps[:, None]
+        top_k = torch.tensor([1 if r.temperature == 0 else r.top_k for r in rows], device=self.device)
+        top_p = torch.tensor([r.top_p for r in rows], device=self.device)
+        tokens = draw(filter_logits(scaled, top_k, top_p), [r.generator for r in rows], self._shared)
+        if self._compute_logprobs:
+            logps, ents = logprobs_and_entropies(scaled, tokens)
+            lp_list, ent_list = logps.tolist(), ents.tolist()
+        else:
+            lp_list = ent_list = [0.0] * len(rows)
+        for row, lp, h in zip(rows, lp_list, ent_list, strict=True):
+            row.logprobs.append(min(lp, 0.0))
+            row.entropies.append(max(h, 0.0))
+        return tokens
+
+    def _append(self, row: _Row, token: torch.Tensor, limit: int) -> bool:
+        """Add the sampled token to `row`; True when the row is finished."""
+        tid = int(token)
+        row.token_ids.append(tid)
+        if tid in self._eos and not row.ignore_eos:
+            row.finish = FinishReason.EOS
+        elif (stop := row.stops.match(row.token_ids)) is not None:
+            row.finish, row.stop_string = FinishReason.STOP, stop
+        elif len(row.token_ids) >= min(row.max_tokens, limit):
+            row.finish = FinishReason.LENGTH
+        return row.finish is not None
+
+    def _responses(self, requests: Sequence[GenerateRequest], rows: Sequence[_Row]) -> list[GenerateResponse]:
+        out = []
+        for i, req in enumerate(requests):
+            completions = [
+                Completion(
+                    token_ids=r.token_ids,
+                    logprobs=r.logprobs,
+                    entropies=r.entropies,
+                    text=self.decode(r.token_ids),
+                    finish_reason=r.finish or FinishReason.LENGTH,
+                    stop_string=r.stop_string,
+                )
+                for r in rows
+                if r.request == i
+            ]
+            out.append(
+                GenerateResponse(
+                    completions=completions,
+                    policy_version=self._version,
+                    prompt_tokens=len(req.prompt_token_ids),
+                )
+            )
+        return out
+
+    @torch.inference_mode()
+    def score(self, token_ids: Sequence[int]) -> list[float]:
+        ids = torch.tensor([list(token_ids)], device=self.device)
+        logits = self.model(input_ids=ids).logits[0, :-1].float()
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+        return [float(x) for x in logps.tolist()]
+
+    def snapshot(self) -> object:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, dict)
+        self.model.load_state_dict(snapshot, strict=True)
+
+    def load(self, path: Path) -> None:
+        self.model.load_state_dict(self._read_state(path), strict=False)
+
+    def _read_state(self, path: Path) -> dict[str, torch.Tensor]:
+        """Read safetensors and check them against the model before anything is copied."""
+        from safetensors.torch import load_file
+
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        if not files:
+            raise WeightsError(f"path: no .safetensors files in {path}")
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        own = self.model.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        if unexpected:
+            raise WeightsError(f"path: tensors the model does not have: {unexpected[:5]}")
+        bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+        if bad:
+            raise WeightsError(f"path: shape mismatch for {bad[:5]}")
+        loaded_ptrs = {own[k].data_ptr() for k in state}
+        missing = [k for k in own if k not in state and own[k].data_ptr() not in loaded_ptrs]
+        if missing:
+            raise WeightsError(f"path: tensors missing from the update: {missing[:5]}")
+        return state

@@ -1,0 +1,86 @@
+"""Token sampling for the HF engine: filtering, per-row seeded draws, and stop-string detection.
+
+Log-probs and entropies are always of the full tempered distribution softmax(logits / T), which is what
+the learner recomputes; top-k / top-p only restrict which token is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask to -inf what top-k / top-p exclude: (B, V), (B,) int, (B,) float -> (B, V).
+
+    top_k = 0 and top_p = 1 switch a row's filter off. The most likely token always survives.
+    """
+    if bool((top_k <= 0).all()) and bool((top_p >= 1).all()):
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
+    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).unsqueeze(-1)
+    drop = ranks >= k
+    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop |= mass_before >= top_p.unsqueeze(-1)
+    drop[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def draw(
+    logits: torch.Tensor, generators: Sequence[torch.Generator | None], shared: torch.Generator | None
+) -> torch.Tensor:
+    """Sample one token per row of (B, V) logits (already tempered and filtered) -> (B,) int64.
+
+    Rows with their own generator (a request seed) draw from it, so a seeded request gives the same
+    tokens whatever else shares its batch; the other rows draw together from `shared`. The draw is
+    argmax(p / E) with E ~ Exp(1) i.i.d., an exact sample from p with no cumulative sums (the trick
+    vLLM uses; on CPU it costs about what torch.multinomial does).
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    noise = torch.empty_like(probs)
+    if all(g is None for g in generators):
+        noise.exponential_(generator=shared)
+    else:
+        for i, g in enumerate(generators):
+            noise[i].exponential_(generator=g if g is not None else shared)
+    return torch.argmax(probs / noise, dim=-1)
+
+
+class StopMatcher:
+    """Finds stop strings that end inside the newest token, decoding only a short tail of tokens.
+
+    Most tokens cannot end a stop string: unless the newest token's own text holds the last character
+    of some stop string (or an undecodable partial character), nothing more is decoded.
+    """
+
+    def __init__(
+        self, decode: Callable[[list[int]], str], stops: Sequence[str], piece: Callable[[int], str]
+    ) -> None:
+        self._decode = decode
+        self._piece = piece
+        self._stops = [s for s in stops if s]
+        self._last_chars = {s[-1] for s in self._stops}
+        longest = max((len(s) for s in self._stops), default=0)
+        # A token decodes to at least one character, so this many tokens cover the longest stop string.
+        self._window = longest + 2
+
+    def match(self, token_ids: list[int]) -> str | None:
+        """The stop string completed by the last token of `token_ids`, if any."""
+        if not self._stops or not token_ids:
+            return None
+        piece = self._piece(token_ids[-1])
+        if "\ufffd" not in piece and not any(ch in piece for ch in self._last_chars):
+            return None
+        tail = token_ids[-self._window :]
+        before = self._decode(tail[:-1])
+        text = self._decode(tail)
+        for stop in self._stops:
+            start = text.find(stop, max(0, len(before) - len(stop) + 1))
+            if start >= 0:
+                return stop
+        return None

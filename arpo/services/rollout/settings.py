@@ -1,0 +1,54 @@
+"""Per-process wiring of a rollout server, read from `ARPO_ROLLOUT_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from arpo.services.rollout.engine import EngineKind
+
+ENV_PREFIX = "ARPO_ROLLOUT_"
+
+
+class RolloutSettings(BaseModel):
+    """Settings of one rollout server (field `x` comes from `ARPO_ROLLOUT_X`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    model: str = Field(min_length=1)
+    """Hugging Face hub name or local path of the policy."""
+    engine: EngineKind = EngineKind.HF
+    """hf (transformers + torch) or vllm."""
+    revision: str | None = None
+    """Hub revision of the model."""
+    dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$")
+    """Weights dtype; auto = bfloat16 on GPU, float32 on CPU."""
+    device: str | None = None
+    """torch device for the hf engine (default: cuda if available, else cpu)."""
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(8001, ge=1, le=65535)
+    """Port to listen on."""
+    max_batch_rows: int = Field(256, ge=1)
+    """Most samples (sum of n) generated together; larger requests are refused with 422."""
+    batch_wait_ms: float = Field(2.0, ge=0)
+    """How long the batcher waits for more requests to join a batch."""
+    seed: int = Field(0, ge=0)
+    """Seed of unseeded sampling."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own code to run."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RolloutSettings:
+        env = os.environ if environ is None else environ
+        data = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            lines = [
+                f"{ENV_PREFIX}{'_'.join(str(p) for p in e['loc']).upper() or '*'}: {e['msg']}"
+                for e in err.errors()
+            ]
+            raise ValueError("invalid rollout settings:\n" + "\n".join(lines)) from None

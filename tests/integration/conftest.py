@@ -1,0 +1,24 @@
+"""Fixtures with a real tiny model, saved to disk and loaded through `from_pretrained`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from arpo.services.rollout.hf import HFEngine
+from arpo.tiny import save_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def engine(tiny_model_dir: Path) -> HFEngine:
+    # ARPO_TEST_DEVICE=cuda runs the engine tests on a GPU (fp32, same tolerances).
+    return HFEngine.from_pretrained(
+        str(tiny_model_dir), dtype="float32", device=os.environ.get("ARPO_TEST_DEVICE", "cpu")
+    )
