@@ -45,11 +45,12 @@ def _load(path: Path | None) -> RunConfig:
 def schema_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write *.schema.json into.")],
 ) -> None:
-    """Write a JSON Schema for every message (removing stale ones)."""
+    """Write a JSON Schema for every message and each service's OpenAPI document (removing stale ones)."""
     from arpo.proto.schema import export_schemas
+    from arpo.services.openapi import openapi_documents
 
-    paths = export_schemas(directory)
-    console.print(f"wrote {len(paths)} schemas to {directory}")
+    paths = export_schemas(directory, openapi_documents())
+    console.print(f"wrote {len(paths)} documents to {directory}")
 
 
 @config_app.command("check")

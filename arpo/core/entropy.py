@@ -2,9 +2,11 @@
 
 `H_t = -sum_j p_tj log p_tj` with `p = softmax(logits / temperature)`.
 
-- `entropy_from_logits` and `logprobs_and_entropies` are exact. They walk the vocabulary in chunks, so a
-  (B, T, V) logits tensor never needs a second full-size float copy (bf16 logits are upcast a chunk at a
-  time). The HF engine and the learner compute entropy this way, from the logits they sample or train on.
+- `entropy_from_logits` and `logprobs_and_entropies` are exact. They walk the vocabulary in chunks, so
+  the float32 temporaries never exceed `MAX_CHUNK_ELEMENTS` whatever the (B, T, V) shape (bf16 logits are
+  upcast a chunk at a time); a small tensor, such as one decode step's (B, V), is done in one chunk,
+  which keeps the number of kernel launches per step low on GPUs. The HF engine and the learner compute
+  entropy this way, from the logits they sample or train on.
 - `entropy_from_topk` estimates H from the K largest log-probs, which is all vLLM returns. The mass
   outside the top K, `r = 1 - sum(top-K p)`, is accounted for in one of two ways (`TailMode`):
   `BUCKET` (default) treats it as one extra outcome and adds `-r log r`; `UNIFORM` spreads it evenly over
@@ -23,7 +25,9 @@ from enum import StrEnum
 
 import torch
 
-DEFAULT_VOCAB_CHUNK = 8192
+MAX_CHUNK_ELEMENTS = 1 << 26
+"""Largest float32 temporary (elements) a chunk may create: 256 MiB."""
+MIN_VOCAB_CHUNK = 1024
 
 
 class TailMode(StrEnum):
@@ -39,26 +43,35 @@ def _chunks(vocab_size: int, chunk_size: int) -> range:
     return range(0, vocab_size, chunk_size)
 
 
+def auto_chunk(logits: torch.Tensor) -> int:
+    """The widest vocabulary chunk whose float32 temporaries stay within MAX_CHUNK_ELEMENTS."""
+    vocab = logits.shape[-1]
+    rows = max(1, logits.numel() // max(vocab, 1))
+    return min(vocab, max(MIN_VOCAB_CHUNK, MAX_CHUNK_ELEMENTS // rows))
+
+
 def _logsumexp_chunked(logits: torch.Tensor, temperature: float, chunk_size: int) -> torch.Tensor:
     """(..., V) -> (...) float32 log-sum-exp of logits / temperature."""
     parts = [
         torch.logsumexp(logits[..., s : s + chunk_size].float() / temperature, dim=-1)
         for s in _chunks(logits.shape[-1], chunk_size)
     ]
-    return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+    return parts[0] if len(parts) == 1 else torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
 
 
 def _entropy_chunked(
     logits: torch.Tensor, lse: torch.Tensor, temperature: float, chunk_size: int
 ) -> torch.Tensor:
     """(..., V), (...) -> (...): sum_j p_j * (-log p_j), a vocabulary chunk at a time."""
-    total = torch.zeros_like(lse)
+    total: torch.Tensor | None = None
     for s in _chunks(logits.shape[-1], chunk_size):
         logp = logits[..., s : s + chunk_size].float() / temperature - lse.unsqueeze(-1)
         p = torch.exp(logp)
         # 0 * log 0 = 0 for masked (-inf) logits, without a NaN in either branch's gradient.
         logp = torch.where(p > 0, logp, torch.zeros_like(logp))
-        total = total - (p * logp).sum(dim=-1)
+        part = -(p * logp).sum(dim=-1)
+        total = part if total is None else total + part
+    assert total is not None  # a vocabulary has at least one entry
     return total
 
 
@@ -68,19 +81,20 @@ def _check_temperature(temperature: float) -> None:
 
 
 def entropy_from_logits(
-    logits: torch.Tensor, temperature: float = 1.0, chunk_size: int = DEFAULT_VOCAB_CHUNK
+    logits: torch.Tensor, temperature: float = 1.0, chunk_size: int | None = None
 ) -> torch.Tensor:
     """Exact entropy of softmax(logits / temperature): (..., V) -> (...), float32, in nats."""
     _check_temperature(temperature)
-    lse = _logsumexp_chunked(logits, temperature, chunk_size)
-    return _entropy_chunked(logits, lse, temperature, chunk_size)
+    chunk = auto_chunk(logits) if chunk_size is None else chunk_size
+    lse = _logsumexp_chunked(logits, temperature, chunk)
+    return _entropy_chunked(logits, lse, temperature, chunk)
 
 
 def logprobs_and_entropies(
     logits: torch.Tensor,
     token_ids: torch.Tensor,
     temperature: float = 1.0,
-    chunk_size: int = DEFAULT_VOCAB_CHUNK,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of `token_ids` and the entropy, from the same logits in one chunked walk.
 
@@ -88,9 +102,27 @@ def logprobs_and_entropies(
     Differentiable with respect to `logits` (the learner backpropagates through the log-probs).
     """
     _check_temperature(temperature)
-    lse = _logsumexp_chunked(logits, temperature, chunk_size)
+    chunk = auto_chunk(logits) if chunk_size is None else chunk_size
+    lse = _logsumexp_chunked(logits, temperature, chunk)
     picked = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).float() / temperature
-    return picked - lse, _entropy_chunked(logits, lse, temperature, chunk_size)
+    return picked - lse, _entropy_chunked(logits, lse, temperature, chunk)
+
+
+def step_distribution(
+    logits: torch.Tensor, temperature: float | torch.Tensor = 1.0
+) -> tuple[torch.Tensor, ...]:
+    """One decode step's full distribution: (B, V) logits -> (logprobs (B, V), probs (B, V), entropy (B,)).
+
+    Unchunked, for a sampler that needs the probabilities anyway: a (B, V) step is small, and fewer
+    kernels per step matter on GPUs. `temperature` is a positive number or a positive (B, 1) tensor (the
+    caller checks tensors: reading them back would stall a GPU every step). float32 throughout.
+    """
+    if not isinstance(temperature, torch.Tensor):
+        _check_temperature(temperature)
+    scaled = logits.float() / temperature
+    logp = torch.log_softmax(scaled, dim=-1)
+    probs = torch.exp(logp)
+    return logp, probs, torch.special.entr(probs).sum(dim=-1)
 
 
 def entropy_from_topk(

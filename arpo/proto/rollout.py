@@ -38,6 +38,8 @@ class SamplingParams(Message):
     """Seed of this request's sampling; None = engine's own stream."""
     ignore_eos: bool = False
     """Keep generating after the end-of-sequence token (benchmarks)."""
+    top_logprobs: int = Field(0, ge=0, le=20)
+    """Also return the log-probs of the k most likely tokens at each step (0 = off)."""
 
 
 class GenerateRequest(Message):
@@ -49,6 +51,15 @@ class GenerateRequest(Message):
     """Sampling parameters."""
     request_id: Id | None = None
     """Caller's id for logs and tracing."""
+
+
+class TopLogprob(Message):
+    """One of the most likely tokens at a step."""
+
+    token_id: TokenId
+    """The token."""
+    logprob: float = Field(le=0)
+    """Its log-prob under softmax(logits / temperature)."""
 
 
 class Completion(Message):
@@ -66,10 +77,14 @@ class Completion(Message):
     """stop: a stop string was produced; eos: end-of-sequence token; length: max_tokens reached."""
     stop_string: str | None = None
     """The stop string that ended generation, when finish_reason is stop."""
+    top_logprobs: list[list[TopLogprob]] | None = None
+    """Per generated token, the requested most likely alternatives (when top_logprobs > 0)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         check_parallel(self, "token_ids", "logprobs", "entropies")
+        if self.top_logprobs is not None and len(self.top_logprobs) != len(self.token_ids):
+            raise ValueError("top_logprobs must have one entry per generated token")
         if (self.finish_reason == FinishReason.STOP) != (self.stop_string is not None):
             raise ValueError("stop_string must be set exactly when finish_reason is 'stop'")
         if any(lp > 0 for lp in self.logprobs):

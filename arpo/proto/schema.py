@@ -1,7 +1,7 @@
 """JSON Schema export of the contract (`arpo schema export DIR`).
 
 The committed copy lives in the top-level `proto/` folder; a test regenerates it and fails on drift.
-Service OpenAPI documents join this export once the services exist.
+The services' OpenAPI documents (`arpo.services.openapi`) are written beside them by the same command.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from arpo.config import RunConfig
+from arpo.proto.openai import ChatRequest, ChatResponse, CompletionRequest, CompletionResponse
 from arpo.proto.rollout import (
     Completion,
     GenerateBatch,
@@ -50,6 +51,10 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     RunSpec,
     StepMetrics,
     RunStatus,
+    CompletionRequest,
+    CompletionResponse,
+    ChatRequest,
+    ChatResponse,
 )
 
 
@@ -62,12 +67,12 @@ def schema_documents() -> dict[str, str]:
     }
 
 
-def export_schemas(directory: str | Path) -> list[Path]:
-    """Write every document into `directory`, removing stale `*.schema.json` files; returns the paths."""
+def export_schemas(directory: str | Path, extra: dict[str, str] | None = None) -> list[Path]:
+    """Write every schema (and `extra` documents) into `directory`, removing stale generated files."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    docs = schema_documents()
-    for stale in out.glob("*.schema.json"):
+    docs = {**schema_documents(), **(extra or {})}
+    for stale in [*out.glob("*.schema.json"), *out.glob("*.openapi.json")]:
         if stale.name not in docs:
             stale.unlink()
     written = []

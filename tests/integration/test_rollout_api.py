@@ -143,3 +143,81 @@ def test_client_retries_then_raises_on_connection_errors() -> None:
                 await c.health()
 
     asyncio.run(go())
+
+
+def test_official_openai_client(served: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key="unused", max_retries=0, timeout=60)
+    r = client.completions.create(
+        model="tiny", prompt="<think>", max_tokens=6, n=2, logprobs=3, seed=1, temperature=0.8
+    )
+    assert len(r.choices) == 2 and r.usage is not None
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.tokens is not None and lp.token_logprobs is not None
+    assert len(lp.tokens) == len(lp.token_logprobs) <= 6
+    assert lp.top_logprobs is not None and all(1 <= len(alts) <= 3 for alts in lp.top_logprobs)
+    # The chosen token is never more likely than the best alternative.
+    assert all(
+        chosen <= max(alts.values()) + 1e-6
+        for chosen, alts in zip(lp.token_logprobs, lp.top_logprobs, strict=True)
+    )
+    assert r.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in r.choices if c.logprobs)
+    again = client.completions.create(
+        model="tiny", prompt="<think>", max_tokens=6, n=2, logprobs=3, seed=1, temperature=0.8
+    )
+    assert [c.text for c in again.choices] == [c.text for c in r.choices]
+
+    greedy = client.completions.create(model="tiny", prompt="<answer>", max_tokens=20, temperature=0)
+    text = greedy.choices[0].text
+    stop = text[4:6]
+    assert len(stop) == 2
+    cut = client.completions.create(
+        model="tiny", prompt="<answer>", max_tokens=20, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].finish_reason == "stop" and cut.choices[0].text == text[: text.find(stop)]
+
+    chat = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "What is 12 * 34?"}],
+        max_tokens=5,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    choice = chat.choices[0]
+    assert isinstance(choice.message.content, str) and choice.message.role == "assistant"
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert len(choice.logprobs.content) == chat.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.completions.create(model="tiny", prompt="x", stream=True)
+    assert "streaming responses are not supported" in err.value.response.text
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.completions.create(model="tiny", prompt="")
+    assert "prompt" in err.value.response.text
+
+
+OPENAI_CASES = [
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "temperature": 3}, "temperature"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 50}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "echo": True}, "echo"),
+    ("/v1/completions", {"prompt": [1, 10**6]}, "outside the vocabulary"),
+    ("/v1/completions", {"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
+    ("/v1/chat/completions", {"messages": []}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "role"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+        "logprobs=true",
+    ),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 9000}]}, "no room"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "field"), OPENAI_CASES)
+def test_openai_bad_input_is_422(engine: HFEngine, path: str, payload: dict[str, Any], field: str) -> None:
+    response = post(engine, payload, path)
+    assert response.status_code == 422, response.text
+    assert field in response.text

@@ -10,11 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arpo.core.entropy import (
+    MAX_CHUNK_ELEMENTS,
     TailMode,
+    auto_chunk,
     entropy_from_logits,
     entropy_from_topk,
     logprobs_and_entropies,
     segment_entropy,
+    step_distribution,
 )
 
 
@@ -84,6 +87,16 @@ def test_logprobs_and_entropies_match_log_softmax(dtype: torch.dtype) -> None:
     torch.testing.assert_close(chunked_grad, logits.grad, rtol=1e-3, atol=atol)
 
 
+def test_auto_chunk_bounds_temporaries_and_matches() -> None:
+    small = torch.randn(4, 50)
+    assert auto_chunk(small) == 50  # one chunk for a decode step
+    big = torch.empty(0).new_empty((64, 2048, 151936), device="meta")
+    chunk = auto_chunk(big)
+    assert chunk * 64 * 2048 <= MAX_CHUNK_ELEMENTS or chunk == 1024
+    logits = torch.randn(3, 7, 3000, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(entropy_from_logits(logits), entropy_from_logits(logits, chunk_size=100))
+
+
 def test_bad_temperature_and_chunk() -> None:
     with pytest.raises(ValueError, match="temperature"):
         entropy_from_logits(torch.zeros(3), temperature=0.0)
@@ -140,3 +153,20 @@ def test_segment_entropy_is_mean_of_first_k() -> None:
         segment_entropy([], window=3)
     with pytest.raises(ValueError, match="window"):
         segment_entropy([1.0], window=0)
+
+
+def test_step_distribution_matches_naive() -> None:
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(9)) * 3
+    logits[0, :10] = float("-inf")  # masked vocabulary entries
+    temps = torch.tensor([0.5, 1.0, 1.0, 2.0, 0.9])[:, None]
+    logp, probs, ent = step_distribution(logits, temps)
+    torch.testing.assert_close(logp, torch.log_softmax(logits / temps, -1))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+    want = torch.stack(
+        [naive_entropy(logits[i : i + 1, 10 if i == 0 else 0 :], float(temps[i])) for i in range(5)]
+    )
+    torch.testing.assert_close(ent.double(), want.squeeze(-1), rtol=1e-5, atol=1e-5)
+    _, _, scalar = step_distribution(logits[1:], 1.0)
+    torch.testing.assert_close(scalar, entropy_from_logits(logits[1:]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        step_distribution(logits, 0.0)

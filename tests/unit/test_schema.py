@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 from arpo.proto.schema import MESSAGES, export_schemas, schema_documents
+from arpo.services.openapi import openapi_documents
 
 PROTO = Path(__file__).parents[2] / "proto"
 
 
 def test_committed_schemas_match_the_models() -> None:
-    docs = schema_documents()
-    committed = {p.name: p.read_text() for p in PROTO.glob("*.schema.json")}
+    docs = {**schema_documents(), **openapi_documents()}
+    committed = {p.name: p.read_text() for p in [*PROTO.glob("*.schema.json"), *PROTO.glob("*.openapi.json")]}
     assert sorted(committed) == sorted(docs), "run `arpo schema export proto` and commit the result"
     drifted = [name for name, text in docs.items() if committed[name] != text]
     assert not drifted, f"schemas drifted from the models: {drifted}; run `arpo schema export proto`"
@@ -30,8 +31,10 @@ def test_every_field_is_documented() -> None:
 def test_export_removes_stale_files(tmp_path: Path) -> None:
     (tmp_path / "Gone.schema.json").write_text("{}")
     (tmp_path / "README.md").write_text("kept")
-    written = export_schemas(tmp_path)
-    assert len(written) == len(MESSAGES)
+    written = export_schemas(tmp_path, openapi_documents())
+    assert len(written) == len(MESSAGES) + 1
+    rollout = json.loads((tmp_path / "rollout.openapi.json").read_text())
+    assert {"/v1/generate", "/v1/weights", "/v1/completions", "/v1/chat/completions"} <= set(rollout["paths"])
     assert not (tmp_path / "Gone.schema.json").exists() and (tmp_path / "README.md").exists()
     tree = json.loads((tmp_path / "Tree.schema.json").read_text())
     assert tree["additionalProperties"] is False

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,12 +39,9 @@ from arpo.proto.rollout import (
     WeightsUpdate,
 )
 from arpo.services.rollout.engine import Engine, WeightsError, update_weights
+from arpo.services.rollout.openai_api import openai_router
 from arpo.services.rollout.settings import RolloutSettings
-
-
-def invalid(loc: Sequence[str | int], message: str, status: int = 422) -> HTTPException:
-    """An error in FastAPI's validation format, naming the offending field."""
-    return HTTPException(status, detail=[{"loc": ["body", *loc], "msg": message, "type": "value_error"}])
+from arpo.services.rollout.validation import check_batch, invalid
 
 
 class Metrics:
@@ -133,29 +130,6 @@ class Batcher:
             offset += len(p.requests)
 
 
-def check_batch(engine: Engine, settings: RolloutSettings, batch: GenerateBatch) -> None:
-    """What pydantic cannot know: the model's context and vocabulary, the server's batch limit."""
-    rows = sum(r.sampling.n for r in batch.requests)
-    if rows > settings.max_batch_rows:
-        raise invalid(
-            ["requests"],
-            f"{rows} samples (sum of n) exceed this server's max_batch_rows {settings.max_batch_rows}",
-        )
-    for i, req in enumerate(batch.requests):
-        if len(req.prompt_token_ids) >= engine.max_context_tokens:
-            raise invalid(
-                ["requests", i, "prompt_token_ids"],
-                f"{len(req.prompt_token_ids)} tokens do not fit "
-                f"the model context of {engine.max_context_tokens}",
-            )
-        bad = next((t for t in req.prompt_token_ids if t >= engine.vocab_size), None)
-        if bad is not None:
-            raise invalid(
-                ["requests", i, "prompt_token_ids"],
-                f"token id {bad} is outside the vocabulary (size {engine.vocab_size})",
-            )
-
-
 def create_app(engine: Engine, settings: RolloutSettings) -> FastAPI:
     """The rollout app around a loaded engine."""
     metrics = Metrics()
@@ -174,7 +148,7 @@ def create_app(engine: Engine, settings: RolloutSettings) -> FastAPI:
 
     @app.post("/v1/generate")
     async def generate(batch: GenerateBatch) -> GenerateBatchResponse:
-        check_batch(engine, settings, batch)
+        check_batch(engine, settings, batch.requests)
         return GenerateBatchResponse(responses=await batcher.submit(batch.requests))
 
     @app.post("/v1/weights")
@@ -189,6 +163,8 @@ def create_app(engine: Engine, settings: RolloutSettings) -> FastAPI:
         metrics.weight_updates.labels("accepted" if status.accepted else "refused").inc()
         metrics.version.set(engine.policy_version)
         return status
+
+    app.include_router(openai_router(engine, settings, batcher.submit))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str | int]:

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from arpo.core.entropy import logprobs_and_entropies
-from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse
+from arpo.core.entropy import step_distribution
+from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
 from arpo.services.rollout.engine import WeightsError
-from arpo.services.rollout.sampling import StopMatcher, draw, filter_logits
+from arpo.services.rollout.sampling import StopMatcher, draw, filter_probs
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class _Row:
     stops: StopMatcher
     generator: torch.Generator | None
     ignore_eos: bool
+    top_logprobs: int
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
     finish: FinishReason | None = None
     stop_string: str | None = None
+    alternatives: list[list[TopLogprob]] = field(default_factory=list)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -171,8 +173,8 @@ class HFEngine:
         limits = [self.max_context_tokens - len(requests[r.request].prompt_token_ids) for r in rows]
         active = list(range(len(rows)))
         while active:
-            tokens = self._sample([rows[i] for i in active], logits)
-            keep = [j for j, i in enumerate(active) if not self._append(rows[i], tokens[j], limits[i])]
+            tokens, token_list = self._sample([rows[i] for i in active], logits)
+            keep = [j for j, i in enumerate(active) if not self._append(rows[i], token_list[j], limits[i])]
             if not keep:
                 break
             if len(keep) < len(active):
@@ -202,7 +204,17 @@ class HFEngine:
             if s.seed is not None:
                 gen = torch.Generator(self.device).manual_seed(s.seed * 1_000_003 + k)
             rows.append(
-                _Row(index, s.max_tokens, s.temperature, s.top_k, s.top_p, matcher, gen, s.ignore_eos)
+                _Row(
+                    index,
+                    s.max_tokens,
+                    s.temperature,
+                    s.top_k,
+                    s.top_p,
+                    matcher,
+                    gen,
+                    s.ignore_eos,
+                    s.top_logprobs,
+                )
             )
         return rows
 
@@ -225,27 +237,54 @@ class HFEngine:
         cache.batch_select_indices(owners)
         return out.logits[owners, -1], cache, mask[owners], positions[owners, -1]
 
-    def _sample(self, rows: Sequence[_Row], logits: torch.Tensor) -> torch.Tensor:
-        """Draw one token per row; record its log-prob and the entropy from the same logits."""
+    def _sample(self, rows: Sequence[_Row], logits: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Draw one token per row; record its log-prob and the entropy from the same logits.
+
+        Returns the tokens on the device and as Python ints; the host reads the device once per step.
+        """
         # Greedy rows (temperature 0) keep only their top token and report temperature-1 statistics.
-        temps = torch.tensor([r.temperature or 1.0 for r in rows], device=self.device)
-        scaled = logits.float() / temps[:, None]
-        top_k = torch.tensor([1 if r.temperature == 0 else r.top_k for r in rows], device=self.device)
-        top_p = torch.tensor([r.top_p for r in rows], device=self.device)
-        tokens = draw(filter_logits(scaled, top_k, top_p), [r.generator for r in rows], self._shared)
-        if self._compute_logprobs:
-            logps, ents = logprobs_and_entropies(scaled, tokens)
-            lp_list, ent_list = logps.tolist(), ents.tolist()
+        temps = [r.temperature or 1.0 for r in rows]
+        same = all(t == temps[0] for t in temps)
+        temperature = temps[0] if same else torch.tensor(temps, device=self.device)[:, None]
+        if not self._compute_logprobs:  # the benchmark's baseline: sampling alone
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
         else:
-            lp_list = ent_list = [0.0] * len(rows)
-        for row, lp, h in zip(rows, lp_list, ent_list, strict=True):
+            logp, probs, ents = step_distribution(logits, temperature)
+        if any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in rows):
+            top_k = torch.tensor([1 if r.temperature == 0 else r.top_k for r in rows], device=self.device)
+            top_p = torch.tensor([r.top_p for r in rows], device=self.device)
+            tokens = draw(filter_probs(probs, top_k, top_p), [r.generator for r in rows], self._shared)
+        else:
+            tokens = draw(probs, [r.generator for r in rows], self._shared)
+        if not self._compute_logprobs:
+            for row in rows:
+                row.logprobs.append(0.0)
+                row.entropies.append(0.0)
+            return tokens, [int(t) for t in tokens.tolist()]
+        logps = logp.gather(-1, tokens[:, None]).squeeze(-1)
+        self._record_alternatives(rows, logp)
+        host = torch.stack([tokens.double(), logps.double(), ents.double()]).tolist()
+        for row, lp, h in zip(rows, host[1], host[2], strict=True):
             row.logprobs.append(min(lp, 0.0))
             row.entropies.append(max(h, 0.0))
-        return tokens
+        return tokens, [int(t) for t in host[0]]
 
-    def _append(self, row: _Row, token: torch.Tensor, limit: int) -> bool:
+    @staticmethod
+    def _record_alternatives(rows: Sequence[_Row], logp: torch.Tensor) -> None:
+        """The k most likely tokens of each row that asked for them (OpenAI's top_logprobs)."""
+        k = max(r.top_logprobs for r in rows)
+        if k == 0:
+            return
+        values, ids = (t.tolist() for t in torch.topk(logp, k, dim=-1))
+        for row, v, i in zip(rows, values, ids, strict=True):
+            if row.top_logprobs:
+                n = row.top_logprobs
+                row.alternatives.append(
+                    [TopLogprob(token_id=t, logprob=min(x, 0.0)) for t, x in zip(i[:n], v[:n], strict=True)]
+                )
+
+    def _append(self, row: _Row, tid: int, limit: int) -> bool:
         """Add the sampled token to `row`; True when the row is finished."""
-        tid = int(token)
         row.token_ids.append(tid)
         if tid in self._eos and not row.ignore_eos:
             row.finish = FinishReason.EOS
@@ -266,6 +305,7 @@ class HFEngine:
                     text=self.decode(r.token_ids),
                     finish_reason=r.finish or FinishReason.LENGTH,
                     stop_string=r.stop_string,
+                    top_logprobs=r.alternatives if r.top_logprobs else None,
                 )
                 for r in rows
                 if r.request == i

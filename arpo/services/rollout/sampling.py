@@ -11,37 +11,32 @@ from collections.abc import Callable, Sequence
 import torch
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Mask to -inf what top-k / top-p exclude: (B, V), (B,) int, (B,) float -> (B, V).
+def filter_probs(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Zero what top-k / top-p exclude: (B, V) probabilities, (B,) int, (B,) float -> (B, V), unnormalized.
 
     top_k = 0 and top_p = 1 switch a row's filter off. The most likely token always survives.
     """
-    if bool((top_k <= 0).all()) and bool((top_p >= 1).all()):
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    vocab = logits.shape[-1]
-    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    vocab = probs.shape[-1]
+    ranks = torch.arange(vocab, device=probs.device).expand_as(sorted_probs)
     k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).unsqueeze(-1)
     drop = ranks >= k
-    probs = torch.softmax(sorted_logits.float(), dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
     drop |= mass_before >= top_p.unsqueeze(-1)
     drop[:, 0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    return torch.empty_like(probs).scatter_(-1, order, sorted_probs.masked_fill(drop, 0.0))
 
 
 def draw(
-    logits: torch.Tensor, generators: Sequence[torch.Generator | None], shared: torch.Generator | None
+    probs: torch.Tensor, generators: Sequence[torch.Generator | None], shared: torch.Generator | None
 ) -> torch.Tensor:
-    """Sample one token per row of (B, V) logits (already tempered and filtered) -> (B,) int64.
+    """Sample one token per row of (B, V) probabilities (normalized or not) -> (B,) int64.
 
     Rows with their own generator (a request seed) draw from it, so a seeded request gives the same
     tokens whatever else shares its batch; the other rows draw together from `shared`. The draw is
     argmax(p / E) with E ~ Exp(1) i.i.d., an exact sample from p with no cumulative sums (the trick
     vLLM uses; on CPU it costs about what torch.multinomial does).
     """
-    probs = torch.softmax(logits.float(), dim=-1)
     noise = torch.empty_like(probs)
     if all(g is None for g in generators):
         noise.exponential_(generator=shared)

@@ -1,0 +1,34 @@
+"""OpenAPI documents of the HTTP services, for `arpo schema export` (the committed copy is in proto/)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from arpo.proto.rollout import GenerateRequest, GenerateResponse
+from arpo.services.rollout.app import create_app
+from arpo.services.rollout.settings import RolloutSettings
+
+
+class UnloadedEngine:
+    """Stands where a real engine would, so an app can be built to read its routes; it generates nothing."""
+
+    policy_version = 0
+    model_name = "(schema export: no model loaded)"
+    vocab_size = 0
+    max_context_tokens = 0
+
+    def _refuse(self, *_: object) -> None:
+        raise RuntimeError("UnloadedEngine only serves OpenAPI export; load a real engine to generate")
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        self._refuse()
+        return []
+
+    score = snapshot = load = restore = set_version = encode = decode = chat_prompt = _refuse
+
+
+def openapi_documents() -> dict[str, str]:
+    """File name -> OpenAPI JSON of every HTTP service."""
+    rollout = create_app(UnloadedEngine(), RolloutSettings(model="(any)"))  # type: ignore[arg-type]
+    return {"rollout.openapi.json": json.dumps(rollout.openapi(), indent=2, sort_keys=True) + "\n"}
