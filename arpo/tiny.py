@@ -19,12 +19,13 @@ CORPUS = [
 ]
 
 SHAPES: dict[str, dict[str, Any]] = {
+    # head_dim 64: vLLM's CPU attention does not support head_dim 16 or 32.
     "tiny": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
+        "hidden_size": 128,
+        "intermediate_size": 256,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
     },
     # The layer shapes of Qwen2.5-0.5B and -1.5B (vocabulary is the tokenizer's), for benchmarks.
     "0.5b": {

@@ -26,8 +26,18 @@ def build_engine(settings: RolloutSettings) -> Engine:
                 seed=settings.seed,
             )
         case EngineKind.VLLM:
-            raise SystemExit(
-                "ARPO_ROLLOUT_ENGINE=vllm: the vLLM engine is not implemented yet (milestone 2/10)"
+            from arpo.services.rollout.vllm_engine import VLLMEngine
+
+            return VLLMEngine.from_pretrained(
+                settings.model,
+                dtype=settings.dtype,
+                max_model_len=settings.max_model_len,
+                memory_fraction=settings.memory_fraction,
+                enforce_eager=settings.enforce_eager,
+                seed=settings.seed,
+                topk=settings.entropy_topk,
+                tail=settings.entropy_tail,
+                trust_remote_code=settings.trust_remote_code,
             )
 
 

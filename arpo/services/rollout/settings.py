@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from arpo.core.entropy import TailMode
 from arpo.services.rollout.engine import EngineKind
 
 ENV_PREFIX = "ARPO_ROLLOUT_"
@@ -39,6 +40,16 @@ class RolloutSettings(BaseModel):
     """Seed of unseeded sampling."""
     trust_remote_code: bool = False
     """Allow the model repository's own code to run."""
+    max_model_len: int | None = Field(None, ge=16)
+    """vllm: context length to allocate for (default: the model's)."""
+    memory_fraction: float = Field(0.9, gt=0, le=1)
+    """vllm: fraction of GPU memory (on CPU: of the NUMA node's memory) vLLM may take."""
+    enforce_eager: bool = False
+    """vllm: no CUDA graphs / compilation (faster start, slower decode)."""
+    entropy_topk: int = Field(20, ge=1, le=20)
+    """vllm: K top log-probs the entropy estimate uses."""
+    entropy_tail: TailMode = TailMode.BUCKET
+    """vllm: how the estimate accounts for the mass outside the top K."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RolloutSettings:
