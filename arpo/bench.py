@@ -54,6 +54,8 @@ def bench_rollout(
         "hf_entropy": HFEngine(model, tokenizer, shape, compute_logprobs=True),
         "hf_plain": HFEngine(model, tokenizer, shape, compute_logprobs=False),
     }
+    if dev.type == "cuda":  # the default there is the static, CUDA-graph path; also time the dynamic one
+        engines["hf_dynamic"] = HFEngine(model, tokenizer, shape, compute_logprobs=True, static=False)
     gen = torch.Generator().manual_seed(0)
     common = {
         "shape": shape,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU measurements of benchmarks/rollout-gpu.jsonl: run from the repository root on a CUDA host that
-# has torch and transformers (pydantic and redis are installed from ./.whl if present). Writes to $OUT.
+# The GPU checks and measurements recorded in benchmarks/: run from the repository root on a CUDA host
+# that has torch and transformers (pydantic and redis are installed from ./.whl if present). Writes $OUT.
 set -uo pipefail
 OUT="${OUT:-benchmarks/out}"
 mkdir -p "$OUT"
@@ -14,10 +14,12 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 ARPO=(python3 -c "import sys; from arpo.cli import app; sys.argv[0] = 'arpo'; app()")
-# Engine correctness on CUDA (fp32): log-probs/entropies vs a full forward, seeds, batching, weights.
-[ "${SKIP_TESTS:-0}" = 1 ] || ARPO_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/integration/test_rollout_engine.py 2>&1 | tail -5 | tee "$OUT/tests.txt"
-# Throughput: 0.5B and 1.5B shapes with Qwen2.5's vocabulary, bf16, 256 new tokens.
-timeout 300 "${ARPO[@]}" bench rollout --shape 0.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
-    --device cuda --dtype bfloat16 --repeats 1 --static-baseline --out "$OUT/rollout-gpu.jsonl"
-timeout 200 "${ARPO[@]}" bench rollout --shape 1.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
+# Correctness on CUDA, fp32: the engine (dynamic cache), and the static path compiled into CUDA graphs
+# against it (same tokens, log-probs and entropies within 1e-4).
+ARPO_TEST_DEVICE=cuda ARPO_TEST_COMPILE=1 timeout 200 python3 -m pytest -q -p no:cacheprovider \
+    tests/integration/test_rollout_engine.py tests/integration/test_rollout_static.py 2>&1 | tail -6 | tee "$OUT/tests.txt"
+# Throughput: 0.5B and 1.5B shapes with Qwen2.5's vocabulary, bf16, batch 64, 256 new tokens.
+timeout 240 "${ARPO[@]}" bench rollout --shape 0.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
+    --device cuda --dtype bfloat16 --repeats 2 --static-baseline --out "$OUT/rollout-gpu.jsonl"
+timeout 150 "${ARPO[@]}" bench rollout --shape 1.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
     --device cuda --dtype bfloat16 --repeats 1 --out "$OUT/rollout-gpu.jsonl"

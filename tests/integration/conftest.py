@@ -19,6 +19,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def engine(tiny_model_dir: Path) -> HFEngine:
     # ARPO_TEST_DEVICE=cuda runs the engine tests on a GPU (fp32, same tolerances).
-    return HFEngine.from_pretrained(
-        str(tiny_model_dir), dtype="float32", device=os.environ.get("ARPO_TEST_DEVICE", "cpu")
-    )
+    # The dynamic-cache path; tests/integration/test_rollout_static.py covers the static one.
+    device = os.environ.get("ARPO_TEST_DEVICE", "cpu")
+    return HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device=device, static=False)

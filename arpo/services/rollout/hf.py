@@ -25,6 +25,7 @@ from arpo.core.entropy import step_distribution
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
 from arpo.services.rollout.engine import WeightsError
 from arpo.services.rollout.sampling import StopMatcher, draw, filter_probs
+from arpo.services.rollout.static_decode import StaticDecoder
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,11 @@ class HFEngine:
         name: str,
         seed: int = 0,
         compute_logprobs: bool = True,
+        static: bool | None = None,
+        compile_step: bool | None = None,
     ) -> None:
+        """`static` (default: on CUDA) decodes with a static cache; `compile_step` (default: with `static`
+        on CUDA) compiles the step into CUDA graphs. On CPU both default off."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._name = name
@@ -83,6 +88,11 @@ class HFEngine:
         )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos, default=0)
         self._pad = int(pad)
+        on_cuda = self.device.type == "cuda"
+        self._static: StaticDecoder | None = None
+        if on_cuda if static is None else static:
+            compile_ = on_cuda if compile_step is None else compile_step
+            self._static = StaticDecoder(model, self._cache_arg, self._pad, compile_)
 
     @classmethod
     def from_pretrained(
@@ -93,6 +103,7 @@ class HFEngine:
         device: str | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
+        static: bool | None = None,
     ) -> HFEngine:
         """Load a causal LM and its tokenizer by hub name or local path."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,7 +118,7 @@ class HFEngine:
             dtype=resolve_dtype(dtype, dev),
             trust_remote_code=trust_remote_code,
         )
-        return cls(model.to(dev), tokenizer, name_or_path, seed=seed)
+        return cls(model.to(dev), tokenizer, name_or_path, seed=seed, static=static)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -168,6 +179,8 @@ class HFEngine:
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
         rows = [row for i, req in enumerate(requests) for row in self._rows(i, req)]
+        if self._static is not None:
+            return self._generate_static(requests, rows)
         owners = torch.tensor([r.request for r in rows], device=self.device)
         logits, cache, mask, positions = self._prefill([req.prompt_token_ids for req in requests], owners)
         limits = [self.max_context_tokens - len(requests[r.request].prompt_token_ids) for r in rows]
@@ -193,6 +206,21 @@ class HFEngine:
                 **{self._cache_arg: cache},
             )
             logits = out.logits[:, -1]
+        return self._responses(requests, rows)
+
+    def _generate_static(
+        self, requests: Sequence[GenerateRequest], rows: list[_Row]
+    ) -> list[GenerateResponse]:
+        assert self._static is not None
+        prompts = [requests[r.request].prompt_token_ids for r in rows]
+        limits = [self.max_context_tokens - len(p) for p in prompts]
+        max_new = min(max(r.max_tokens for r in rows), max(limits))
+        self._static.run(
+            prompts,
+            max_new,
+            lambda active, logits: self._sample([rows[i] for i in active], logits),
+            lambda i, token: self._append(rows[i], token, limits[i]),
+        )
         return self._responses(requests, rows)
 
     def _rows(self, index: int, req: GenerateRequest) -> list[_Row]:
