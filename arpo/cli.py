@@ -189,15 +189,28 @@ def bench(
     static_baseline: Annotated[bool, typer.Option(help="Also time `generate` with a static cache.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also append the JSON lines to this file.")] = None,
 ) -> None:
-    """Measure a component; prints one JSON object per measurement (record them under benchmarks/)."""
-    if component != "rollout":
-        errors.print(f"`arpo bench {component}` is not available yet (rollout is).")
-        raise typer.Exit(2)
-    from arpo.bench import bench_rollout
+    """Measure a component; prints one JSON object per measurement (record them under benchmarks/).
 
-    records = bench_rollout(
-        shape, batch or [1, 8, 32], new_tokens, device, vocab_size, dtype, repeats, static_baseline
-    )
+    rollout: the HF engine with/without entropy vs `generate`; rollout-vllm: vLLM with/without top-20
+    log-probs (needs vllm installed); entropy-topk: exact entropy vs the top-K estimates.
+    """
+    from arpo import bench as b
+
+    batches = batch or [1, 8, 32]
+    match component:
+        case "rollout":
+            records = b.bench_rollout(
+                shape, batches, new_tokens, device, vocab_size, dtype, repeats, static_baseline
+            )
+        case "rollout-vllm":
+            records = b.bench_vllm(shape, batches, new_tokens, vocab_size, repeats)
+        case "entropy-topk":
+            records = b.bench_topk_entropy(shape, max(batches), new_tokens, vocab_size)
+        case _:
+            errors.print(
+                f"`arpo bench {component}` is not available (rollout, rollout-vllm, entropy-topk are)."
+            )
+            raise typer.Exit(2)
     for record in records:
         line = json.dumps(record)
         typer.echo(line)
