@@ -203,3 +203,40 @@ def bench_topk_entropy(
         "mae": round(float((head_only.double() - truth).abs().mean()), 4),
         "bias": round(float((head_only.double() - truth).mean()), 4),
     }
+
+
+def bench_json(rows: int, new_tokens: int, repeats: int = 3) -> Iterator[dict[str, Any]]:
+    """Cost of the JSON contract for one generate response: encode + decode of `rows` x `new_tokens`."""
+    import random
+
+    from arpo.proto.rollout import Completion, FinishReason, GenerateBatchResponse, GenerateResponse
+
+    rng = random.Random(0)
+    completions = [
+        Completion(
+            token_ids=[rng.randrange(151_936) for _ in range(new_tokens)],
+            logprobs=[-rng.random() * 5 for _ in range(new_tokens)],
+            entropies=[rng.random() * 5 for _ in range(new_tokens)],
+            text="word" * new_tokens,
+            finish_reason=FinishReason.LENGTH,
+        )
+        for _ in range(rows)
+    ]
+    batch = GenerateBatchResponse(
+        responses=[GenerateResponse(completions=[c], policy_version=1, prompt_tokens=32) for c in completions]
+    )
+    body = batch.model_dump_json()
+    encode = min(_timed(batch.model_dump_json, torch.device("cpu")) for _ in range(repeats))
+    decode = min(
+        _timed(partial(GenerateBatchResponse.model_validate_json, body), torch.device("cpu"))
+        for _ in range(repeats)
+    )
+    yield {
+        "bench": "json",
+        "rows": rows,
+        "new_tokens": new_tokens,
+        "bytes": len(body),
+        "encode_ms": round(encode * 1e3, 2),
+        "decode_ms": round(decode * 1e3, 2),
+        "us_per_token": round((encode + decode) * 1e6 / (rows * new_tokens), 3),
+    }

@@ -192,7 +192,8 @@ def bench(
     """Measure a component; prints one JSON object per measurement (record them under benchmarks/).
 
     rollout: the HF engine with/without entropy vs `generate`; rollout-vllm: vLLM with/without top-20
-    log-probs (needs vllm installed); entropy-topk: exact entropy vs the top-K estimates.
+    log-probs (needs vllm installed); entropy-topk: exact entropy vs the top-K estimates; json: the cost
+    of the JSON contract for a generate response.
     """
     from arpo import bench as b
 
@@ -206,10 +207,10 @@ def bench(
             records = b.bench_vllm(shape, batches, new_tokens, vocab_size, repeats)
         case "entropy-topk":
             records = b.bench_topk_entropy(shape, max(batches), new_tokens, vocab_size)
+        case "json":
+            records = b.bench_json(max(batches), new_tokens, repeats)
         case _:
-            errors.print(
-                f"`arpo bench {component}` is not available (rollout, rollout-vllm, entropy-topk are)."
-            )
+            errors.print(f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk or json")
             raise typer.Exit(2)
     for record in records:
         line = json.dumps(record)
