@@ -44,7 +44,7 @@ def bench_rollout(
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per (variant, batch) and a summary of ratios per batch.
 
-    Each variant runs once to warm up, then `repeats` times; the fastest run counts. With
+    Each variant runs once to warm up, then `repeats` times in turn with the others; the median counts. With
     `static_baseline`, `generate` with a static KV cache (which transformers compiles) is measured too.
     """
     dev = torch.device(device)
@@ -86,10 +86,16 @@ def bench_rollout(
         if static_baseline:
             static: dict[str, Any] = {"cache_implementation": "static"}
             runs["generate_static"] = partial(runs["generate"], **static)
-        rates = {}
-        for name, run in runs.items():
+        for run in runs.values():
             _timed(run, dev)  # warm-up (allocator, kernels, compilation)
-            seconds = min(_timed(run, dev) for _ in range(repeats))
+        # Variants take turns within each repeat, so drift in the machine's speed hits all of them alike.
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                times[name].append(_timed(run, dev))
+        rates = {}
+        for name in runs:
+            seconds = sorted(times[name])[len(times[name]) // 2]  # median
             rates[name] = batch * new_tokens / seconds
             yield {
                 "bench": "rollout",
