@@ -32,6 +32,20 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds of each run after a warm-up; variants take turns within each repeat, so drift in
+    the machine's speed hits all of them alike."""
+    for run in runs.values():
+        _timed(run, device)  # warm-up (allocator, kernels, compilation)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(_timed(run, device))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def bench_rollout(
     shape: str,
     batches: list[int],
@@ -86,16 +100,8 @@ def bench_rollout(
         if static_baseline:
             static: dict[str, Any] = {"cache_implementation": "static"}
             runs["generate_static"] = partial(runs["generate"], **static)
-        for run in runs.values():
-            _timed(run, dev)  # warm-up (allocator, kernels, compilation)
-        # Variants take turns within each repeat, so drift in the machine's speed hits all of them alike.
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(repeats):
-            for name, run in runs.items():
-                times[name].append(_timed(run, dev))
         rates = {}
-        for name in runs:
-            seconds = sorted(times[name])[len(times[name]) // 2]  # median
+        for name, seconds in _interleaved_medians(runs, repeats, dev).items():
             rates[name] = batch * new_tokens / seconds
             yield {
                 "bench": "rollout",
@@ -137,12 +143,17 @@ def bench_vllm(
                 TokensPrompt(prompt_token_ids=p.tolist())
                 for p in torch.randint(1, len(tokenizer), (batch, PROMPT_TOKENS), generator=gen)
             ]
+            runs: dict[str, Callable[[], object]] = {
+                name: partial(
+                    llm.generate,
+                    prompts,
+                    VSampling(max_tokens=new_tokens, ignore_eos=True, logprobs=logprobs, temperature=1.0),
+                    use_tqdm=False,
+                )
+                for name, logprobs in (("vllm_top20", 20), ("vllm_plain", None))
+            }
             rates = {}
-            for name, logprobs in (("vllm_top20", 20), ("vllm_plain", None)):
-                params = VSampling(max_tokens=new_tokens, ignore_eos=True, logprobs=logprobs, temperature=1.0)
-                run = partial(llm.generate, prompts, params, use_tqdm=False)
-                _timed(run, torch.device("cpu"))
-                seconds = min(_timed(run, torch.device("cpu")) for _ in range(repeats))
+            for name, seconds in _interleaved_medians(runs, repeats, torch.device("cpu")).items():
                 rates[name] = batch * new_tokens / seconds
                 yield {
                     "bench": "rollout",

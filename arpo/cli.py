@@ -185,7 +185,9 @@ def bench(
         int | None, typer.Option(help="Model vocabulary (default: the tiny tokenizer's).")
     ] = None,
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
-    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per variant, interleaved (the median counts).")] = 3,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs per variant, interleaved; the median counts.")
+    ] = 3,
     static_baseline: Annotated[bool, typer.Option(help="Also time `generate` with a static cache.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also append the JSON lines to this file.")] = None,
 ) -> None:

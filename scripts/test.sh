@@ -12,9 +12,14 @@ bash scripts/bootstrap.sh
 VENV="${ARPO_VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 
-echo "== ruff" && ruff check . && ruff format --check .
-echo "== mypy" && mypy
-echo "== pytest" && python -m pytest "$@"
+# One command per line: under `set -e` a failure inside an `a && b` list would not stop the script.
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy
+echo "== pytest"
+python -m pytest "$@"
 
 if [ "${ARPO_SKIP_VLLM:-0}" = 1 ]; then
     echo "== vllm: skipped (ARPO_SKIP_VLLM=1)"
