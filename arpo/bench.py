@@ -46,6 +46,17 @@ def _interleaved_medians(
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
+def _record(name: str, batch: int, seconds: float, rate: float, common: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "bench": "rollout",
+        "variant": name,
+        "batch": batch,
+        "seconds": round(seconds, 4),
+        "tokens_per_s": round(rate, 1),
+        **common,
+    }
+
+
 def bench_rollout(
     shape: str,
     batches: list[int],
@@ -103,14 +114,7 @@ def bench_rollout(
         rates = {}
         for name, seconds in _interleaved_medians(runs, repeats, dev).items():
             rates[name] = batch * new_tokens / seconds
-            yield {
-                "bench": "rollout",
-                "variant": name,
-                "batch": batch,
-                "seconds": round(seconds, 4),
-                "tokens_per_s": round(rates[name], 1),
-                **common,
-            }
+            yield _record(name, batch, seconds, rates[name], common)
         yield {
             "bench": "rollout",
             "variant": "summary",
@@ -155,14 +159,7 @@ def bench_vllm(
             rates = {}
             for name, seconds in _interleaved_medians(runs, repeats, torch.device("cpu")).items():
                 rates[name] = batch * new_tokens / seconds
-                yield {
-                    "bench": "rollout",
-                    "variant": name,
-                    "batch": batch,
-                    "seconds": round(seconds, 4),
-                    "tokens_per_s": round(rates[name], 1),
-                    **common,
-                }
+                yield _record(name, batch, seconds, rates[name], common)
             yield {
                 "bench": "rollout",
                 "variant": "vllm_summary",

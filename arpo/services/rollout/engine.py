@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from arpo.proto.rollout import GenerateRequest, GenerateResponse, ProbeSequence, WeightsStatus, WeightsUpdate
 
@@ -73,6 +73,43 @@ class Engine(Protocol):
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of a chat rendered with the model's chat template (plain concatenation without one)."""
         ...
+
+
+class TokenizedEngine:
+    """What every engine shares: a Hugging Face tokenizer, a name, and the version being served."""
+
+    def __init__(self, tokenizer: Any, name: str) -> None:
+        self.tokenizer = tokenizer
+        self._name = name
+        self._version = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self._version
+
+    def set_version(self, version: int) -> None:
+        self._version = version
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The model's chat template when it has one; plain `role: content` lines otherwise."""
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True
+            )
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        return self.encode("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ")
 
 
 def probe_error(engine: Engine, probe: ProbeSequence) -> float:

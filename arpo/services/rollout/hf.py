@@ -23,7 +23,7 @@ import torch
 
 from arpo.core.entropy import step_distribution
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
-from arpo.services.rollout.engine import WeightsError
+from arpo.services.rollout.engine import TokenizedEngine, WeightsError
 from arpo.services.rollout.sampling import StopMatcher, draw, filter_probs
 from arpo.services.rollout.static_decode import StaticDecoder
 
@@ -58,7 +58,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-class HFEngine:
+class HFEngine(TokenizedEngine):
     """Generation with transformers + torch; CPU by default, CUDA when given a CUDA device."""
 
     def __init__(
@@ -73,10 +73,8 @@ class HFEngine:
     ) -> None:
         """`static` (default: on CUDA) decodes with a static cache; `compile_step` (default: with `static`
         on CUDA) compiles the step into CUDA graphs. On CPU both default off."""
+        super().__init__(tokenizer, name)
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self._name = name
-        self._version = 0
         self._compute_logprobs = compute_logprobs  # False only for the benchmark's no-entropy baseline
         self.device = next(model.parameters()).device
         self._shared = torch.Generator(self.device).manual_seed(seed)
@@ -128,29 +126,12 @@ class HFEngine:
         return ids
 
     @property
-    def policy_version(self) -> int:
-        return self._version
-
-    def set_version(self, version: int) -> None:
-        self._version = version
-
-    @property
-    def model_name(self) -> str:
-        return self._name
-
-    @property
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
     def max_context_tokens(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     def _fast_decode(self, token_ids: list[int]) -> str:
         """Decode for stop matching: the Rust tokenizer directly when there is one (no wrapper overhead)."""
@@ -165,16 +146,6 @@ class HFEngine:
         if cached is None:
             cached = self._pieces[token_id] = self._fast_decode([token_id])
         return cached
-
-    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True
-            )
-            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-                ids = ids["input_ids"]
-            return [int(i) for i in ids]
-        return self.encode("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ")
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:

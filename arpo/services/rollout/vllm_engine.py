@@ -22,19 +22,17 @@ import torch
 
 from arpo.core.entropy import TailMode, entropy_from_topk
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
-from arpo.services.rollout.engine import WeightsError
+from arpo.services.rollout.engine import TokenizedEngine, WeightsError
 
 
-class VLLMEngine:
+class VLLMEngine(TokenizedEngine):
     """Generation with vLLM's offline `LLM` engine."""
 
     def __init__(
         self, llm: Any, name: str, weights_path: Path, topk: int = 20, tail: TailMode = TailMode.BUCKET
     ) -> None:
+        super().__init__(llm.get_tokenizer(), name)
         self.llm = llm
-        self.tokenizer = llm.get_tokenizer()
-        self._name = name
-        self._version = 0
         self._weights = weights_path
         self._topk = topk
         self._tail = tail
@@ -75,37 +73,12 @@ class VLLMEngine:
         )
 
     @property
-    def policy_version(self) -> int:
-        return self._version
-
-    def set_version(self, version: int) -> None:
-        self._version = version
-
-    @property
-    def model_name(self) -> str:
-        return self._name
-
-    @property
     def vocab_size(self) -> int:
         return self._vocab
 
     @property
     def max_context_tokens(self) -> int:
         return self._context
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
-
-    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True
-            )
-            return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
-        return self.encode("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ")
 
     def _params(self, req: GenerateRequest) -> Any:
         from vllm import SamplingParams
