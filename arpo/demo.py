@@ -5,9 +5,10 @@ token sampling with exact per-token entropy from the logits, ARPO's entropy-base
 results under the budget M (and GRPO at the same M for comparison), the trajectory trees, GRPO
 advantages with soft or hard attribution, the clipped policy loss and one AdamW step, and a check that
 the step raised the likelihood of above-average trajectories relative to below-average ones.
-What is a stand-in, and said so in the output: the model is a randomly initialized 2-layer Qwen2 over
-a 16-symbol vocabulary; the "tool" is scripted (it returns the prompt's hidden digit), and the toy
-reward is 1 when that digit appears in the trajectory's final segment.
+Sampling goes through the rollout service's HF engine. What is a stand-in, and said so in the output:
+the model is a randomly initialized 2-layer Qwen2 over a 16-symbol vocabulary; the "tool" is scripted
+(it returns the prompt's hidden digit), and the toy reward is 1 when that digit appears in the
+trajectory's final segment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from arpo.core.branching import Budget, should_branch
 from arpo.core.entropy import logprobs_and_entropies, segment_entropy
 from arpo.core.loss import LossDiagnostics, policy_loss
 from arpo.core.tree import Segment, TrajectoryTree
+from arpo.proto.rollout import GenerateRequest, SamplingParams
+from arpo.services.rollout.hf import HFEngine
+from arpo.tiny import random_model
 
 SYMBOLS = "0123456789+=?QA "
 TOOL_MARK = SYMBOLS.index("=")
@@ -36,44 +40,23 @@ def decode(ids: list[int] | tuple[int, ...]) -> str:
     return "".join(SYMBOLS[i] for i in ids)
 
 
-def tiny_model(seed: int) -> torch.nn.Module:
-    """A randomly initialized Qwen2 causal LM small enough to sample from in milliseconds."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+class SymbolTokenizer:
+    """The demo's 16-symbol vocabulary, with the part of the tokenizer interface the HF engine uses."""
 
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(SYMBOLS),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    model: torch.nn.Module = Qwen2ForCausalLM(config)
-    return model
+    pad_token_id = None
+    eos_token_id = None  # no end of sequence: every segment has exactly `segment_tokens` tokens
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return encode(text)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return decode(ids)
 
 
-@torch.no_grad()
-def sample(
-    model: torch.nn.Module, prefix: list[int], n_tokens: int, temperature: float, gen: torch.Generator
-) -> tuple[list[int], list[float], list[float]]:
-    """Sample `n_tokens` after `prefix`; returns (token_ids, logprobs, entropies) from the same logits."""
-    ids = list(prefix)
-    out: list[int] = []
-    logps: list[float] = []
-    ents: list[float] = []
-    for _ in range(n_tokens):
-        logits = model(torch.tensor([ids])).logits[0, -1]
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        token = int(torch.multinomial(probs, 1, generator=gen))
-        lp, h = logprobs_and_entropies(logits, torch.tensor(token), temperature)
-        ids.append(token)
-        out.append(token)
-        logps.append(float(lp))
-        ents.append(float(h))
-    return out, logps, ents
+def demo_engine(seed: int) -> HFEngine:
+    """The HF engine around a random tiny Qwen2 over the 16 symbols (CPU, dynamic cache)."""
+    model = random_model(SymbolTokenizer(), "tiny", seed, max_positions=256, vocab_size=len(SYMBOLS))
+    return HFEngine(model, SymbolTokenizer(), "demo-tiny", seed=seed, static=False)
 
 
 @dataclass
@@ -103,11 +86,10 @@ class Pending:
 
 
 def rollout_tree(
-    model: torch.nn.Module, cfg: RunConfig, prompt_id: str, gold: int, segment_tokens: int, rng: random.Random
+    engine: HFEngine, cfg: RunConfig, prompt_id: str, gold: int, segment_tokens: int, rng: random.Random
 ) -> TreeRollout:
     """Grow one prompt's tree: N roots, a scripted tool call after every round but the last, ARPO forks."""
     b, rounds = cfg.branching, cfg.rollout.max_tool_calls + 1
-    gen = torch.Generator().manual_seed(rng.randrange(2**31))
     out = TreeRollout(prompt_id, gold)
     root = f"{prompt_id}.root"
     out.segments.append(Segment(root, None, tuple(encode(f"Q{gold % 7}?")), (0, 0, 0)))
@@ -121,8 +103,18 @@ def rollout_tree(
         job = queue.pop(0)
         parent, h0, streak = job.parent_id, job.h0, job.streak
         for rnd in range(job.round_index, rounds):
-            ids, _, ents = sample(model, prefixes[parent], segment_tokens, cfg.rollout.temperature, gen)
-            hbar = segment_entropy(ents, b.entropy_window)
+            sampling = SamplingParams(
+                max_tokens=segment_tokens,
+                temperature=cfg.rollout.temperature,
+                stop=[],
+                ignore_eos=True,
+                seed=rng.randrange(2**31),
+            )
+            (response,) = engine.generate(
+                [GenerateRequest(prompt_token_ids=prefixes[parent], sampling=sampling)]
+            )
+            ids = response.completions[0].token_ids
+            hbar = segment_entropy(response.completions[0].entropies, b.entropy_window)
             if h0 is None:
                 h0 = hbar
             elif rnd > 0 and should_branch(hbar - h0, cfg.branch_rule, rng.random(), streak):
@@ -211,7 +203,7 @@ class DemoResult:
 
 def run_demo(cfg: RunConfig, prompts: int, segment_tokens: int, lr: float) -> DemoResult:
     """Roll out `prompts` trees with ARPO and with GRPO (N = M) from the same model, then update once."""
-    model = tiny_model(cfg.seed)
+    engine = demo_engine(cfg.seed)
     golds = [random.Random(cfg.seed + i).randrange(10) for i in range(prompts)]
     grpo_cfg = cfg.model_copy(
         update={"branching": cfg.branching.model_copy(update={"initial_rollouts": cfg.branching.group_size})}
@@ -219,5 +211,5 @@ def run_demo(cfg: RunConfig, prompts: int, segment_tokens: int, lr: float) -> De
     trees = {}
     for name, c in (("arpo", cfg), ("grpo", grpo_cfg)):
         rng = random.Random(cfg.seed)
-        trees[name] = [rollout_tree(model, c, f"p{i}", g, segment_tokens, rng) for i, g in enumerate(golds)]
-    return DemoResult(trees["arpo"], trees["grpo"], train_step(model, cfg, trees["arpo"], lr))
+        trees[name] = [rollout_tree(engine, c, f"p{i}", g, segment_tokens, rng) for i, g in enumerate(golds)]
+    return DemoResult(trees["arpo"], trees["grpo"], train_step(engine.model, cfg, trees["arpo"], lr))
