@@ -156,10 +156,9 @@ def create_app(engine: Engine, settings: RolloutSettings) -> FastAPI:
         try:
             status = await asyncio.get_running_loop().run_in_executor(pool, update_weights, engine, update)
         except WeightsError as err:
-            field, _, message = str(err).partition(": ")
-            code = 409 if field == "policy_version" else 422
+            code = 409 if err.field == "policy_version" else 422
             metrics.weight_updates.labels("error").inc()
-            raise invalid([field], message, code) from None
+            raise invalid([err.field], err.message, code) from None
         metrics.weight_updates.labels("accepted" if status.accepted else "refused").inc()
         metrics.version.set(engine.policy_version)
         return status

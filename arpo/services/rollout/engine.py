@@ -26,7 +26,23 @@ class EngineKind(StrEnum):
 
 
 class WeightsError(ValueError):
-    """A weight update that cannot be applied (bad path, wrong keys or shapes, stale version)."""
+    """A weight update that cannot be applied (bad path, wrong keys or shapes, stale version).
+
+    `field` names the WeightsUpdate field to change; the API answers 409 for `policy_version`, else 422.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The safetensors files of an update: `path` itself, or every `*.safetensors` in the directory."""
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    if not files:
+        raise WeightsError("path", f"no .safetensors files in {path}")
+    return files
 
 
 class Engine(Protocol):
@@ -127,12 +143,12 @@ def update_weights(engine: Engine, update: WeightsUpdate) -> WeightsStatus:
     start = time.perf_counter()
     if update.policy_version <= engine.policy_version:
         raise WeightsError(
-            f"policy_version: must be newer than the served version {engine.policy_version}, "
-            f"got {update.policy_version}"
+            "policy_version",
+            f"must be newer than the served version {engine.policy_version}, got {update.policy_version}",
         )
     path = Path(update.path)
     if not path.exists():
-        raise WeightsError(f"path: {path} does not exist on the rollout server")
+        raise WeightsError("path", f"{path} does not exist on the rollout server")
     backup = engine.snapshot()
     try:
         engine.load(path)

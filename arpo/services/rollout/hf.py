@@ -1,19 +1,22 @@
 """The HF engine: any Hugging Face causal LM, a batched decode loop with a KV cache, exact entropy.
 
-One `generate` call is one batch. Prompts are left-padded and prefilled once each (the `n` samples of a
-prompt share that prefill: the cache rows are duplicated, not recomputed). Each decode step samples one
-token per active row and computes, from the very logits it sampled from, the token's log-prob and the
-full-vocabulary entropy (`arpo.core.entropy`, chunked). Rows that finish (stop string, end of sequence,
-max_tokens or the context limit) leave the batch: their cache rows are dropped.
+One `generate` call is one batch. Each decode step samples one token per active row and computes, from
+the very logits it sampled from, the token's log-prob and the full-vocabulary entropy
+(`arpo.core.entropy.step_distribution`). Two decode paths share that step:
 
-Not here: continuous batching across calls (the app groups concurrent requests into one call), a prefix
-cache across calls, CUDA graphs / static caches (see benchmarks/).
+- dynamic cache (CPU default): prompts are left-padded and prefilled once each (the `n` samples of a
+  prompt share that prefill: the cache rows are duplicated, not recomputed); rows that finish (stop
+  string, end of sequence, max_tokens or the context limit) leave the batch.
+- static cache (CUDA default, `static_decode`): fixed shapes and a step replayed as CUDA graphs; each
+  sample is prefilled on its own row and finished rows stay in the batch, ignored.
+
+Not here: continuous batching across calls (the app groups concurrent requests into one call) and a
+prefix cache across calls.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +26,9 @@ import torch
 
 from arpo.core.entropy import step_distribution
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
-from arpo.services.rollout.engine import TokenizedEngine, WeightsError
+from arpo.services.rollout.engine import TokenizedEngine, WeightsError, safetensors_files
 from arpo.services.rollout.sampling import StopMatcher, draw, filter_probs
 from arpo.services.rollout.static_decode import StaticDecoder
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,6 +81,8 @@ class HFEngine(TokenizedEngine):
         self._shared = torch.Generator(self.device).manual_seed(seed)
         self._eos = self._eos_ids()
         self._pieces: dict[int, str] = {}
+        # Stop matching decodes with the Rust tokenizer directly when there is one (no wrapper overhead).
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
         # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; accept both.
         self._cache_arg = (
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -134,11 +137,9 @@ class HFEngine(TokenizedEngine):
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
     def _fast_decode(self, token_ids: list[int]) -> str:
-        """Decode for stop matching: the Rust tokenizer directly when there is one (no wrapper overhead)."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is None:
+        if self._backend is None:
             return self.decode(token_ids)
-        return str(backend.decode(token_ids, skip_special_tokens=True))
+        return str(self._backend.decode(token_ids, skip_special_tokens=True))
 
     def _piece(self, token_id: int) -> str:
         """The text of one token, cached (the vocabulary is fixed)."""
@@ -245,16 +246,16 @@ class HFEngine(TokenizedEngine):
         temps = [r.temperature or 1.0 for r in rows]
         same = all(t == temps[0] for t in temps)
         temperature = temps[0] if same else torch.tensor(temps, device=self.device)[:, None]
-        if not self._compute_logprobs:  # the benchmark's baseline: sampling alone
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-        else:
+        if self._compute_logprobs:
             logp, probs, ents = step_distribution(logits, temperature)
+        else:  # the benchmark's baseline: sampling alone
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+        candidates = probs
         if any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in rows):
             top_k = torch.tensor([1 if r.temperature == 0 else r.top_k for r in rows], device=self.device)
             top_p = torch.tensor([r.top_p for r in rows], device=self.device)
-            tokens = draw(filter_probs(probs, top_k, top_p), [r.generator for r in rows], self._shared)
-        else:
-            tokens = draw(probs, [r.generator for r in rows], self._shared)
+            candidates = filter_probs(probs, top_k, top_p)
+        tokens = draw(candidates, [r.generator for r in rows], self._shared)
         if not self._compute_logprobs:
             for row in rows:
                 row.logprobs.append(0.0)
@@ -294,9 +295,9 @@ class HFEngine(TokenizedEngine):
         return row.finish is not None
 
     def _responses(self, requests: Sequence[GenerateRequest], rows: Sequence[_Row]) -> list[GenerateResponse]:
-        out = []
-        for i, req in enumerate(requests):
-            completions = [
+        completions: list[list[Completion]] = [[] for _ in requests]
+        for r in rows:
+            completions[r.request].append(
                 Completion(
                     token_ids=r.token_ids,
                     logprobs=r.logprobs,
@@ -306,17 +307,13 @@ class HFEngine(TokenizedEngine):
                     stop_string=r.stop_string,
                     top_logprobs=r.alternatives if r.top_logprobs else None,
                 )
-                for r in rows
-                if r.request == i
-            ]
-            out.append(
-                GenerateResponse(
-                    completions=completions,
-                    policy_version=self._version,
-                    prompt_tokens=len(req.prompt_token_ids),
-                )
             )
-        return out
+        return [
+            GenerateResponse(
+                completions=c, policy_version=self._version, prompt_tokens=len(req.prompt_token_ids)
+            )
+            for req, c in zip(requests, completions, strict=True)
+        ]
 
     @torch.inference_mode()
     def score(self, token_ids: Sequence[int]) -> list[float]:
@@ -339,21 +336,18 @@ class HFEngine(TokenizedEngine):
         """Read safetensors and check them against the model before anything is copied."""
         from safetensors.torch import load_file
 
-        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-        if not files:
-            raise WeightsError(f"path: no .safetensors files in {path}")
         state: dict[str, torch.Tensor] = {}
-        for f in files:
+        for f in safetensors_files(path):
             state.update(load_file(str(f)))
         own = self.model.state_dict()
         unexpected = sorted(set(state) - set(own))
         if unexpected:
-            raise WeightsError(f"path: tensors the model does not have: {unexpected[:5]}")
+            raise WeightsError("path", f"tensors the model does not have: {unexpected[:5]}")
         bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
         if bad:
-            raise WeightsError(f"path: shape mismatch for {bad[:5]}")
+            raise WeightsError("path", f"shape mismatch for {bad[:5]}")
         loaded_ptrs = {own[k].data_ptr() for k in state}
         missing = [k for k in own if k not in state and own[k].data_ptr() not in loaded_ptrs]
         if missing:
-            raise WeightsError(f"path: tensors missing from the update: {missing[:5]}")
+            raise WeightsError("path", f"tensors missing from the update: {missing[:5]}")
         return state

@@ -22,7 +22,7 @@ import torch
 
 from arpo.core.entropy import TailMode, entropy_from_topk
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
-from arpo.services.rollout.engine import TokenizedEngine, WeightsError
+from arpo.services.rollout.engine import TokenizedEngine, WeightsError, safetensors_files
 
 
 class VLLMEngine(TokenizedEngine):
@@ -155,19 +155,17 @@ class VLLMEngine(TokenizedEngine):
         return self._weights
 
     def load(self, path: Path) -> None:
-        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-        if not files:
-            raise WeightsError(f"path: no .safetensors files in {path}")
         from safetensors import safe_open
 
         names: set[str] = set()
-        for f in files:
+        for f in safetensors_files(path):
             with safe_open(str(f), framework="pt") as handle:
                 names.update(handle.keys())
         if "lm_head.weight" not in names:
             raise WeightsError(
-                "path: lm_head.weight is missing; vLLM would keep its old output layer (publish it even when "
-                "embeddings are tied)"
+                "path",
+                "lm_head.weight is missing; vLLM would keep its old output layer (publish it even when "
+                "embeddings are tied)",
             )
         self._reload(path)
 
