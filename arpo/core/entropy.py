@@ -108,21 +108,27 @@ def logprobs_and_entropies(
     return picked - lse, _entropy_chunked(logits, lse, temperature, chunk)
 
 
-def step_distribution(
-    logits: torch.Tensor, temperature: float | torch.Tensor = 1.0
-) -> tuple[torch.Tensor, ...]:
-    """One decode step's full distribution: (B, V) logits -> (logprobs (B, V), probs (B, V), entropy (B,)).
+def step_distribution(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """One decode step's full distribution: (B, V) logits -> (B, V) float32 probabilities.
 
     Unchunked, for a sampler that needs the probabilities anyway: a (B, V) step is small, and fewer
     kernels per step matter on GPUs. `temperature` is a positive number or a positive (B, 1) tensor (the
-    caller checks tensors: reading them back would stall a GPU every step). float32 throughout.
+    caller checks tensors: reading them back would stall a GPU every step).
     """
     if not isinstance(temperature, torch.Tensor):
         _check_temperature(temperature)
-    scaled = logits.float() / temperature
-    logp = torch.log_softmax(scaled, dim=-1)
-    probs = torch.exp(logp)
-    return logp, probs, torch.special.entr(probs).sum(dim=-1)
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def step_statistics(probs: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """(B, V) probabilities of one step, (B,) drawn tokens -> (2, B): the tokens' log-probs and the entropy.
+
+    From the probabilities alone, so a sampler pays two passes over the vocabulary (entropy terms, their
+    sum) on top of its softmax. A drawn token has p > 0; the clamp only guards a caller's mistake.
+    """
+    picked = probs.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+    logps = torch.log(picked.clamp_min(torch.finfo(probs.dtype).tiny))
+    return torch.stack([logps, torch.special.entr(probs).sum(dim=-1)])
 
 
 def entropy_from_topk(

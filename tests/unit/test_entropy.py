@@ -18,6 +18,7 @@ from arpo.core.entropy import (
     logprobs_and_entropies,
     segment_entropy,
     step_distribution,
+    step_statistics,
 )
 
 
@@ -155,18 +156,21 @@ def test_segment_entropy_is_mean_of_first_k() -> None:
         segment_entropy([1.0], window=0)
 
 
-def test_step_distribution_matches_naive() -> None:
+def test_step_distribution_and_statistics_match_naive() -> None:
     logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(9)) * 3
     logits[0, :10] = float("-inf")  # masked vocabulary entries
     temps = torch.tensor([0.5, 1.0, 1.0, 2.0, 0.9])[:, None]
-    logp, probs, ent = step_distribution(logits, temps)
-    torch.testing.assert_close(logp, torch.log_softmax(logits / temps, -1))
-    torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+    probs = step_distribution(logits, temps)
+    torch.testing.assert_close(probs, torch.softmax(logits / temps, -1))
+    tokens = torch.tensor([12, 0, 299, 150, 7])
+    logps, ents = step_statistics(probs, tokens)
+    want_logps = torch.log_softmax(logits / temps, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    torch.testing.assert_close(logps, want_logps, rtol=1e-5, atol=1e-5)
     want = torch.stack(
         [naive_entropy(logits[i : i + 1, 10 if i == 0 else 0 :], float(temps[i])) for i in range(5)]
     )
-    torch.testing.assert_close(ent.double(), want.squeeze(-1), rtol=1e-5, atol=1e-5)
-    _, _, scalar = step_distribution(logits[1:], 1.0)
+    torch.testing.assert_close(ents.double(), want.squeeze(-1), rtol=1e-5, atol=1e-5)
+    _, scalar = step_statistics(step_distribution(logits[1:], 1.0), tokens[1:])
     torch.testing.assert_close(scalar, entropy_from_logits(logits[1:]), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="temperature"):
         step_distribution(logits, 0.0)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from arpo.core.entropy import step_distribution
+from arpo.core.entropy import step_distribution, step_statistics
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, TopLogprob
 from arpo.services.rollout.engine import TokenizedEngine, WeightsError, safetensors_files
 from arpo.services.rollout.sampling import StopMatcher, draw, filter_probs
@@ -157,8 +157,9 @@ class HFEngine(TokenizedEngine):
         logits, cache, mask, positions = self._prefill([req.prompt_token_ids for req in requests], owners)
         limits = [self.max_context_tokens - len(requests[r.request].prompt_token_ids) for r in rows]
         active = list(range(len(rows)))
+        trace: list[tuple[Sequence[_Row], torch.Tensor]] = []
         while active:
-            tokens, token_list = self._sample([rows[i] for i in active], logits)
+            tokens, token_list = self._sample([rows[i] for i in active], logits, trace)
             keep = [j for j, i in enumerate(active) if not self._append(rows[i], token_list[j], limits[i])]
             if not keep:
                 break
@@ -178,6 +179,7 @@ class HFEngine(TokenizedEngine):
                 **{self._cache_arg: cache},
             )
             logits = out.logits[:, -1]
+        self._read_trace(trace, rows)
         return self._responses(requests, rows)
 
     def _generate_static(
@@ -187,12 +189,14 @@ class HFEngine(TokenizedEngine):
         prompts = [requests[r.request].prompt_token_ids for r in rows]
         limits = [self.max_context_tokens - len(p) for p in prompts]
         max_new = min(max(r.max_tokens for r in rows), max(limits))
+        trace: list[tuple[Sequence[_Row], torch.Tensor]] = []
         self._static.run(
             prompts,
             max_new,
-            lambda active, logits: self._sample([rows[i] for i in active], logits),
+            lambda active, logits: self._sample([rows[i] for i in active], logits, trace),
             lambda i, token: self._append(rows[i], token, limits[i]),
         )
+        self._read_trace(trace, rows)
         return self._responses(requests, rows)
 
     def _rows(self, index: int, req: GenerateRequest) -> list[_Row]:
@@ -237,46 +241,56 @@ class HFEngine(TokenizedEngine):
         cache.batch_select_indices(owners)
         return out.logits[owners, -1], cache, mask[owners], positions[owners, -1]
 
-    def _sample(self, rows: Sequence[_Row], logits: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        """Draw one token per row; record its log-prob and the entropy from the same logits.
+    def _sample(
+        self, rows: Sequence[_Row], logits: torch.Tensor, trace: list[tuple[Sequence[_Row], torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Draw one token per row; queue its log-prob and the entropy, from the same logits, on `trace`.
 
-        Returns the tokens on the device and as Python ints; the host reads the device once per step.
+        Returns the tokens on the device and as Python ints. Reading the tokens is the one host read per
+        step: the statistics are launched after it, so the device computes them while the host does its
+        bookkeeping, and `_read_trace` reads them all once the batch is done.
         """
         # Greedy rows (temperature 0) keep only their top token and report temperature-1 statistics.
         temps = [r.temperature or 1.0 for r in rows]
         same = all(t == temps[0] for t in temps)
         temperature = temps[0] if same else torch.tensor(temps, device=self.device)[:, None]
-        if self._compute_logprobs:
-            logp, probs, ents = step_distribution(logits, temperature)
-        else:  # the benchmark's baseline: sampling alone
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
+        probs = step_distribution(logits, temperature)
         candidates = probs
         if any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in rows):
             top_k = torch.tensor([1 if r.temperature == 0 else r.top_k for r in rows], device=self.device)
             top_p = torch.tensor([r.top_p for r in rows], device=self.device)
             candidates = filter_probs(probs, top_k, top_p)
         tokens = draw(candidates, [r.generator for r in rows], self._shared)
-        if not self._compute_logprobs:
-            for row in rows:
-                row.logprobs.append(0.0)
-                row.entropies.append(0.0)
-            return tokens, [int(t) for t in tokens.tolist()]
-        logps = logp.gather(-1, tokens[:, None]).squeeze(-1)
-        self._record_alternatives(rows, logp)
-        host = torch.stack([tokens.double(), logps.double(), ents.double()]).tolist()
-        for row, lp, h in zip(rows, host[1], host[2], strict=True):
-            row.logprobs.append(min(lp, 0.0))
-            row.entropies.append(max(h, 0.0))
-        return tokens, [int(t) for t in host[0]]
+        token_list = [int(t) for t in tokens.tolist()]
+        if self._compute_logprobs:  # False only in the benchmark's baseline: sampling alone
+            trace.append((rows, step_statistics(probs, tokens)))
+            self._record_alternatives(rows, probs)
+        return tokens, token_list
 
     @staticmethod
-    def _record_alternatives(rows: Sequence[_Row], logp: torch.Tensor) -> None:
+    def _read_trace(trace: list[tuple[Sequence[_Row], torch.Tensor]], rows: Sequence[_Row]) -> None:
+        """Move the batch's queued log-probs and entropies to their rows (one host read)."""
+        if not trace:
+            for row in rows:
+                row.logprobs, row.entropies = [0.0] * len(row.token_ids), [0.0] * len(row.token_ids)
+            return
+        logps, ents = torch.cat([stats for _, stats in trace], dim=1).tolist()
+        i = 0
+        for step_rows, _ in trace:
+            for row in step_rows:
+                row.logprobs.append(min(logps[i], 0.0))
+                row.entropies.append(max(ents[i], 0.0))
+                i += 1
+
+    @staticmethod
+    def _record_alternatives(rows: Sequence[_Row], probs: torch.Tensor) -> None:
         """The k most likely tokens of each row that asked for them (OpenAI's top_logprobs)."""
         k = max(r.top_logprobs for r in rows)
         if k == 0:
             return
-        values, ids = (t.tolist() for t in torch.topk(logp, k, dim=-1))
-        for row, v, i in zip(rows, values, ids, strict=True):
+        top, ids = torch.topk(probs, k, dim=-1)
+        values, ids_ = torch.log(top.clamp_min(torch.finfo(top.dtype).tiny)).tolist(), ids.tolist()
+        for row, v, i in zip(rows, values, ids_, strict=True):
             if row.top_logprobs:
                 n = row.top_logprobs
                 row.alternatives.append(
