@@ -25,8 +25,10 @@ schema_app = typer.Typer(
     help="The contract's JSON Schemas (the top-level proto/ folder).", no_args_is_help=True
 )
 config_app = typer.Typer(help="Validate and show run configs.", no_args_is_help=True)
+index_app = typer.Typer(help="Search indexes for the local search backend.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(config_app, name="config")
+app.add_typer(index_app, name="index")
 console = Console()
 errors = Console(stderr=True)
 
@@ -156,7 +158,7 @@ def _planned(name: str, milestone: str) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="rollout (tools, agent, learner, controller: coming).")],
+    service: Annotated[str, typer.Argument(help="rollout or tools (agent, learner, controller: coming).")],
 ) -> None:
     """Run one service, exactly as `python -m arpo.services.<service>` (settings from ARPO_* variables)."""
     match service:
@@ -164,9 +166,13 @@ def serve(
             from arpo.services.rollout.__main__ import main as rollout_main
 
             raise typer.Exit(rollout_main())
-        case "tools" | "agent" | "learner" | "controller":
+        case "tools":
+            from arpo.services.tools.__main__ import main as tools_main
+
+            raise typer.Exit(tools_main())
+        case "agent" | "learner" | "controller":
             errors.print(
-                f"`arpo serve {service}` is not available yet: it arrives with milestones 3/10-6/10."
+                f"`arpo serve {service}` is not available yet: it arrives with milestones 4/10-6/10."
             )
             raise typer.Exit(2)
         case _:
@@ -174,9 +180,37 @@ def serve(
             raise typer.Exit(2)
 
 
+@index_app.command("build")
+def index_build(
+    corpus: Annotated[Path, typer.Argument(help="JSONL corpus: one {id, title, text} object per line.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the index into (ARPO_TOOLS_INDEX).")],
+) -> None:
+    """Build the BM25 index the tool service's `local` search backend loads."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from arpo.services.tools.search import CorpusError, build_index
+
+    if not corpus.is_file():
+        errors.print(f"corpus {corpus} is not a file")
+        raise typer.Exit(2)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as progress:
+        task = progress.add_task("reading documents", total=None)
+        try:
+            count = build_index(
+                corpus, out, lambda n: progress.update(task, description=f"indexing: {n:,} documents read")
+            )
+        except CorpusError as err:
+            errors.print(f"[red]invalid corpus[/red] {err}", highlight=False)
+            raise typer.Exit(2) from None
+    console.print(f"indexed {count:,} documents into {out}")
+
+
 @app.command()
 def bench(
-    component: Annotated[str, typer.Argument(help="rollout (tools, queue, learner: coming).")],
+    component: Annotated[
+        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search.")
+    ],
     shape: Annotated[str, typer.Option(help="Model shape: tiny, 0.5b, 1.5b (random weights).")] = "tiny",
     batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
     new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per row.")] = 64,
@@ -189,13 +223,16 @@ def bench(
         int, typer.Option(min=1, help="Timed runs per variant, interleaved; the median counts.")
     ] = 3,
     static_baseline: Annotated[bool, typer.Option(help="Also time `generate` with a static cache.")] = False,
+    documents: Annotated[int, typer.Option(min=1, help="search: corpus size.")] = 100_000,
     out: Annotated[Path | None, typer.Option(help="Also append the JSON lines to this file.")] = None,
 ) -> None:
     """Measure a component; prints one JSON object per measurement (record them under benchmarks/).
 
     rollout: the HF engine with/without entropy vs `generate`; rollout-vllm: vLLM with/without top-20
     log-probs (needs vllm installed); entropy-topk: exact entropy vs the top-K estimates; json: the cost
-    of the JSON contract for a generate response.
+    of the JSON contract for a generate response; tools: sandboxed `print(1)` on the fresh and warm
+    paths vs plain `python -c` (`--repeats` rounds of `--new-tokens` calls each); search: BM25 over a
+    generated corpus of `--documents` documents.
     """
     from arpo import bench as b
 
@@ -211,8 +248,19 @@ def bench(
             records = b.bench_topk_entropy(shape, max(batches), new_tokens, vocab_size)
         case "json":
             records = b.bench_json(max(batches), new_tokens, repeats)
+        case "tools":
+            from arpo.bench_tools import bench_sandbox
+
+            records = bench_sandbox(calls=new_tokens, rounds=repeats)
+        case "search":
+            from arpo.bench_tools import bench_search
+
+            records = bench_search(documents=documents, queries=new_tokens * 10)
         case _:
-            errors.print(f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk or json")
+            errors.print(
+                f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk, json, "
+                "tools or search"
+            )
             raise typer.Exit(2)
     for record in records:
         line = json.dumps(record)

@@ -97,3 +97,8 @@ def _step(step: int) -> str:
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return str(step)
+
+
+def search_cache(backend: str, digest: str) -> str:
+    """String: cached search hits (JSON) of one backend + normalized query; expires after the TTL."""
+    return f"{PREFIX}:search:{_id('backend', backend)}:{_id('digest', digest)}"

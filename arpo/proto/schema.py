@@ -25,7 +25,16 @@ from arpo.proto.rollout import (
     WeightsUpdate,
 )
 from arpo.proto.runs import DatasetRef, ModelRef, RunSpec, RunStatus, StepMetrics
-from arpo.proto.tools import SearchHit, ToolCall, ToolResult
+from arpo.proto.tools import (
+    PythonRequest,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    ToolBatch,
+    ToolBatchResponse,
+    ToolCall,
+    ToolResult,
+)
 from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode
 
 MESSAGES: tuple[type[BaseModel], ...] = (
@@ -41,6 +50,11 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     ToolCall,
     ToolResult,
     SearchHit,
+    PythonRequest,
+    SearchRequest,
+    SearchResponse,
+    ToolBatch,
+    ToolBatchResponse,
     BranchRequest,
     TreeNode,
     Trajectory,

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from arpo.proto.rollout import GenerateRequest, GenerateResponse
 from arpo.services.rollout.app import create_app
 from arpo.services.rollout.settings import RolloutSettings
+from arpo.services.tools.app import create_app as create_tools_app
+from arpo.services.tools.sandbox import Plan, Sandbox
+from arpo.services.tools.search import Searcher, SearXNG
+from arpo.services.tools.settings import IsolationMode, ToolsSettings
 
 
 class UnloadedEngine:
@@ -31,4 +35,12 @@ class UnloadedEngine:
 def openapi_documents() -> dict[str, str]:
     """File name -> OpenAPI JSON of every HTTP service."""
     rollout = create_app(UnloadedEngine(), RolloutSettings(model="(any)"))  # type: ignore[arg-type]
-    return {"rollout.openapi.json": json.dumps(rollout.openapi(), indent=2, sort_keys=True) + "\n"}
+    # A sandbox that never starts (its plan is given, not probed) and a search backend never called.
+    tools_settings = ToolsSettings()
+    unstarted = Sandbox(tools_settings, Plan(IsolationMode.NAMESPACES, "python3", root=False, bwrap=None))
+    searcher = Searcher({"searxng": SearXNG("http://unused.invalid", 1, 1)}, "searxng", 100)
+    tools = create_tools_app(unstarted, searcher, tools_settings)
+    return {
+        name: json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+        for name, app in (("rollout.openapi.json", rollout), ("tools.openapi.json", tools))
+    }

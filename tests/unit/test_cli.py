@@ -42,3 +42,16 @@ def test_schema_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schema", "export", str(tmp_path / "out")])
     assert result.exit_code == 0
     assert (tmp_path / "out" / "BranchRequest.schema.json").is_file()
+
+
+def test_index_build(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "title": "Alpha", "text": "first letter"}\n')
+    result = runner.invoke(app, ["index", "build", str(corpus), str(tmp_path / "index")])
+    assert result.exit_code == 0 and "indexed 1 documents" in result.output
+    assert (tmp_path / "index" / "arpo-index.json").is_file()
+    corpus.write_text('{"id": "a", "title": "Alpha"}\n')
+    result = runner.invoke(app, ["index", "build", str(corpus), str(tmp_path / "index2")])
+    assert result.exit_code == 2 and "field 'text' must be a string" in result.output
+    missing = runner.invoke(app, ["index", "build", str(tmp_path / "nope.jsonl"), str(tmp_path / "i3")])
+    assert missing.exit_code == 2 and "is not a file" in missing.output

@@ -38,10 +38,11 @@ from arpo.proto.rollout import (
     WeightsStatus,
     WeightsUpdate,
 )
+from arpo.services.http import invalid
 from arpo.services.rollout.engine import Engine, WeightsError, update_weights
 from arpo.services.rollout.openai_api import openai_router
 from arpo.services.rollout.settings import RolloutSettings
-from arpo.services.rollout.validation import check_batch, invalid
+from arpo.services.rollout.validation import check_batch
 
 
 class Metrics:

@@ -30,9 +30,10 @@ from arpo.proto.openai import (
     Usage,
 )
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse, SamplingParams
+from arpo.services.http import invalid
 from arpo.services.rollout.engine import Engine
 from arpo.services.rollout.settings import RolloutSettings
-from arpo.services.rollout.validation import check_batch, invalid
+from arpo.services.rollout.validation import check_batch
 
 Submit = Callable[[list[GenerateRequest]], Awaitable[list[GenerateResponse]]]
 DEFAULT_COMPLETION_TOKENS = 16

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from arpo.core.entropy import TailMode
 from arpo.services.rollout.engine import EngineKind
+from arpo.services.settings import settings_from_env
 
 ENV_PREFIX = "ARPO_ROLLOUT_"
 
@@ -53,13 +53,4 @@ class RolloutSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RolloutSettings:
-        env = os.environ if environ is None else environ
-        data = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            lines = [
-                f"{ENV_PREFIX}{'_'.join(str(p) for p in e['loc']).upper() or '*'}: {e['msg']}"
-                for e in err.errors()
-            ]
-            raise ValueError("invalid rollout settings:\n" + "\n".join(lines)) from None
+        return settings_from_env(cls, ENV_PREFIX, environ)

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import HTTPException
-
 from arpo.proto.rollout import GenerateRequest
+from arpo.services.http import invalid
 from arpo.services.rollout.engine import Engine
 from arpo.services.rollout.settings import RolloutSettings
-
-
-def invalid(loc: Sequence[str | int], message: str, status: int = 422) -> HTTPException:
-    """An error in FastAPI's validation format, naming the offending field."""
-    return HTTPException(status, detail=[{"loc": ["body", *loc], "msg": message, "type": "value_error"}])
 
 
 def check_batch(engine: Engine, settings: RolloutSettings, requests: Sequence[GenerateRequest]) -> None:

@@ -1,0 +1,1 @@
+"""The tool service: sandboxed Python execution and search (DESIGN.md §4.1, §6)."""
