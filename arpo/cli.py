@@ -158,7 +158,7 @@ def _planned(name: str, milestone: str) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="rollout or tools (agent, learner, controller: coming).")],
+    service: Annotated[str, typer.Argument(help="rollout, tools or agent (learner, controller: coming).")],
 ) -> None:
     """Run one service, exactly as `python -m arpo.services.<service>` (settings from ARPO_* variables)."""
     match service:
@@ -170,9 +170,13 @@ def serve(
             from arpo.services.tools.__main__ import main as tools_main
 
             raise typer.Exit(tools_main())
-        case "agent" | "learner" | "controller":
+        case "agent":
+            from arpo.services.agent.__main__ import main as agent_main
+
+            raise typer.Exit(agent_main())
+        case "learner" | "controller":
             errors.print(
-                f"`arpo serve {service}` is not available yet: it arrives with milestones 4/10-6/10."
+                f"`arpo serve {service}` is not available yet: it arrives with milestones 5/10-6/10."
             )
             raise typer.Exit(2)
         case _:
@@ -209,7 +213,7 @@ def index_build(
 @app.command()
 def bench(
     component: Annotated[
-        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search.")
+        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search, queue.")
     ],
     shape: Annotated[str, typer.Option(help="Model shape: tiny, 0.5b, 1.5b (random weights).")] = "tiny",
     batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
@@ -232,7 +236,8 @@ def bench(
     log-probs (needs vllm installed); entropy-topk: exact entropy vs the top-K estimates; json: the cost
     of the JSON contract for a generate response; tools: sandboxed `print(1)` on the fresh and warm
     paths vs plain `python -c` (`--repeats` rounds of `--new-tokens` calls each); search: BM25 over a
-    generated corpus of `--documents` documents.
+    generated corpus of `--documents` documents; queue: `--documents / 5` branch requests through one
+    Redis stream and consumer group (4 consumers).
     """
     from arpo import bench as b
 
@@ -256,10 +261,14 @@ def bench(
             from arpo.bench_tools import bench_search
 
             records = bench_search(documents=documents, queries=new_tokens * 10)
+        case "queue":
+            from arpo.bench_queue import bench_queue
+
+            records = bench_queue(count=documents // 5)
         case _:
             errors.print(
                 f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk, json, "
-                "tools or search"
+                "tools, search or queue"
             )
             raise typer.Exit(2)
     for record in records:

@@ -69,13 +69,24 @@ def dead_letter_stream(run_id: str) -> str:
 
 
 def tree_meta(run_id: str, step: int, tree_id: str) -> str:
-    """Hash: a tree's budget counters (size, started, finished) and state."""
+    """Hash: a tree's budget counters (size, started, finished, dead), state, answers, and the markers
+    that make fork admissions (`fork:<node>`) and dead letters (`dead:<request>`) count once."""
     return f"{_run(run_id)}:tree:{_step(step)}:{_id('tree_id', tree_id)}:meta"
 
 
 def tree_nodes(run_id: str, step: int, tree_id: str) -> str:
     """Hash: node id -> TreeNode JSON."""
     return f"{_run(run_id)}:tree:{_step(step)}:{_id('tree_id', tree_id)}:nodes"
+
+
+def tree_leaves(run_id: str, step: int, tree_id: str) -> str:
+    """Hash: leaf node id -> Trajectory JSON (one per finished trajectory)."""
+    return f"{_run(run_id)}:tree:{_step(step)}:{_id('tree_id', tree_id)}:leaves"
+
+
+def agent_stats(run_id: str) -> str:
+    """Hash: counters summed over the run's agent workers (started, acked, reclaimed, lost, failed, dead)."""
+    return f"{_run(run_id)}:agent:stats"
 
 
 def completed_trees(run_id: str) -> str:

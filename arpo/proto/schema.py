@@ -35,7 +35,7 @@ from arpo.proto.tools import (
     ToolCall,
     ToolResult,
 )
-from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode
+from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode, TreeSeed
 
 MESSAGES: tuple[type[BaseModel], ...] = (
     SamplingParams,
@@ -56,6 +56,7 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     ToolBatch,
     ToolBatchResponse,
     BranchRequest,
+    TreeSeed,
     TreeNode,
     Trajectory,
     Tree,

@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
+from arpo.core.rewards import AnswerMetric
 from arpo.core.tree import Segment, TrajectoryTree
 from arpo.proto.base import Id, MaskValue, Message, TokenId, check_parallel
 from arpo.proto.rollout import FinishReason
@@ -46,11 +47,46 @@ class BranchRequest(Message):
     """Deliveries that failed before this one; at max_attempts the request goes to the dead letters."""
     request_id: Id
     """Deterministic id, so a redelivered request writes the same nodes (idempotent)."""
+    rollout_replica: str | None = None
+    """The rollout server that generated the parent (prefix-cache reuse); used when it is healthy."""
 
     @model_validator(mode="after")
     def _fork_has_h0(self) -> Self:
         if self.kind == BranchKind.FORK and self.h0 is None:
             raise ValueError("h0: a fork inherits its parent's H0 and must carry it")
+        return self
+
+
+class TreeSeed(Message):
+    """A prompt to roll out as one tree at one step: what the learner (or a test) enqueues."""
+
+    run_id: Id
+    """Run of the tree."""
+    step: int = Field(ge=0)
+    """Training step."""
+    prompt_id: Id
+    """Prompt of the dataset."""
+    tree_id: Id
+    """The tree's id (unique within the run and step)."""
+    prompt_token_ids: list[TokenId] = Field(min_length=1)
+    """The rendered prompt (chat template applied), the root node's tokens."""
+    prompt_text: str = ""
+    """The prompt as text, for people and the dashboard."""
+    answers: list[str] = Field(min_length=1)
+    """Gold answers the reward compares against."""
+    metric: AnswerMetric = AnswerMetric.F1
+    """How answers are scored."""
+    budget: int = Field(ge=1, le=1024)
+    """M: trajectories of the tree."""
+    initial: int = Field(ge=1)
+    """N: trajectories started from the prompt (N = M is GRPO)."""
+    policy_version: int = Field(0, ge=0)
+    """Policy version the trajectories are generated with."""
+
+    @model_validator(mode="after")
+    def _n_le_m(self) -> Self:
+        if self.initial > self.budget:
+            raise ValueError(f"initial ({self.initial}) must be <= budget ({self.budget})")
         return self
 
 

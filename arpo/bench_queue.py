@@ -1,0 +1,107 @@
+"""`arpo bench queue`: branch requests through one Redis stream and consumer group (DESIGN.md §7).
+
+A producer enqueues `count` BranchRequests (XADD, pipelined `batch` at a time, each stamped with the
+time it was sent) while `consumers` consumers read them (XREADGROUP) and acknowledge them (XACK), as the
+agent workers do. Two runs: saturated (the producer as fast as it can: requests/s end to end; latency
+then includes the backlog) and paced at `rate` requests/s (latency of the queue itself: enqueue ->
+dequeue percentiles). Producer and consumers share one Python process, as a worker's loop would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from arpo.localredis import connect_or_start
+from arpo.proto import keys
+from arpo.proto.tree import BranchKind, BranchRequest
+
+
+def _request(run_id: str, i: int) -> str:
+    return BranchRequest(
+        run_id=run_id,
+        step=0,
+        prompt_id=f"p{i // 8}",
+        tree_id=f"t{i // 8}",
+        parent_node_id=f"t{i // 8}.root",
+        kind=BranchKind.ROOT,
+        policy_version=0,
+        request_id=f"t{i // 8}.t{i % 8}",
+    ).model_dump_json()
+
+
+async def _produce(
+    redis: Redis, stream: str, run_id: str, count: int, batch: int, rate: float | None
+) -> None:
+    bodies = [_request(run_id, i) for i in range(count)]
+    began = time.perf_counter()
+    for start in range(0, count, batch):
+        if rate is not None:  # paced: batch k leaves at k * batch / rate
+            await asyncio.sleep(max(0.0, began + start / rate - time.perf_counter()))
+        pipe = redis.pipeline(transaction=False)
+        for body in bodies[start : start + batch]:
+            pipe.xadd(stream, {"body": body, "sent": time.perf_counter_ns()})
+        await pipe.execute()
+
+
+async def _consume(
+    redis: Redis, stream: str, group: str, name: str, latencies: list[float], total: int
+) -> None:
+    while len(latencies) < total:
+        got: Any = await redis.xreadgroup(group, name, {stream: ">"}, count=100, block=5)
+        now = time.perf_counter_ns()
+        ids = []
+        for _, entries in got or []:
+            for eid, fields in entries:
+                latencies.append((now - int(fields[b"sent"])) / 1e6)
+                ids.append(eid)
+        if ids:
+            await redis.xack(stream, group, *ids)
+
+
+def bench_queue(
+    count: int = 20_000, consumers: int = 4, batch: int = 50, rate: float = 2_000
+) -> Iterator[dict[str, Any]]:
+    server = connect_or_start()
+
+    async def go(paced: float | None) -> dict[str, Any]:
+        run_id = f"bench-{uuid.uuid4().hex[:8]}"
+        stream, group = keys.branch_stream(run_id), keys.branch_group(run_id)
+        redis = Redis.from_url(server.url)
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        readers = [
+            asyncio.create_task(
+                _consume(Redis.from_url(server.url), stream, group, f"c{i}", latencies, count)
+            )
+            for i in range(consumers)
+        ]
+        # Paced, requests go one at a time, as the agents enqueue them (a fork's XADD is its own call).
+        await _produce(redis, stream, run_id, count, batch if paced is None else 1, paced)
+        await asyncio.gather(*readers)
+        seconds = time.perf_counter() - start
+        await redis.delete(stream)
+        await redis.aclose()
+        ordered = sorted(latencies)
+        return {
+            "bench": "queue",
+            "mode": "saturated" if paced is None else f"paced {paced:g}/s",
+            "requests": count,
+            "consumers": consumers,
+            "batch": batch if paced is None else 1,
+            "per_s": round(count / seconds),
+            "p50_ms": round(ordered[len(ordered) // 2], 3),
+            "p99_ms": round(ordered[int(len(ordered) * 0.99)], 3),
+        }
+
+    try:
+        yield asyncio.run(go(None))
+        yield asyncio.run(go(rate))
+    finally:
+        server.close()
