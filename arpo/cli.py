@@ -213,7 +213,7 @@ def index_build(
 @app.command()
 def bench(
     component: Annotated[
-        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search, queue.")
+        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search, queue, tree.")
     ],
     shape: Annotated[str, typer.Option(help="Model shape: tiny, 0.5b, 1.5b (random weights).")] = "tiny",
     batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
@@ -228,6 +228,7 @@ def bench(
     ] = 3,
     static_baseline: Annotated[bool, typer.Option(help="Also time `generate` with a static cache.")] = False,
     documents: Annotated[int, typer.Option(min=1, help="search: corpus size.")] = 100_000,
+    run: Annotated[str | None, typer.Option(help="tree: the run whose completed trees to measure.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also append the JSON lines to this file.")] = None,
 ) -> None:
     """Measure a component; prints one JSON object per measurement (record them under benchmarks/).
@@ -237,7 +238,8 @@ def bench(
     of the JSON contract for a generate response; tools: sandboxed `print(1)` on the fresh and warm
     paths vs plain `python -c` (`--repeats` rounds of `--new-tokens` calls each); search: BM25 over a
     generated corpus of `--documents` documents; queue: `--documents / 5` branch requests through one
-    Redis stream and consumer group (4 consumers).
+    Redis stream and consumer group (4 consumers); tree: tool calls, tokens per leaf and prefix reuse of
+    the completed trees of `--run` (in Redis: REDIS_URL or the local server).
     """
     from arpo import bench as b
 
@@ -262,13 +264,20 @@ def bench(
 
             records = bench_search(documents=documents, queries=new_tokens * 10)
         case "queue":
-            from arpo.bench_queue import bench_queue
+            from arpo.bench_agent import bench_queue
 
             records = bench_queue(count=documents // 5)
+        case "tree":
+            from arpo.bench_agent import bench_trees
+
+            if run is None:
+                errors.print("bench tree needs --run RUN_ID (a run with completed trees in Redis)")
+                raise typer.Exit(2)
+            records = bench_trees(run)
         case _:
             errors.print(
                 f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk, json, "
-                "tools, search or queue"
+                "tools, search, queue or tree"
             )
             raise typer.Exit(2)
     for record in records:

@@ -127,3 +127,31 @@ class TrajectoryTree:
         """Number of loss-mask-1 tokens in the given nodes (default: the whole tree, each node once)."""
         ids = self.preorder if node_ids is None else node_ids
         return sum(sum(self._nodes[nid].loss_mask) for nid in ids)
+
+
+@dataclass(frozen=True)
+class TreeCost:
+    """What a tree cost to generate, against sampling its trajectories independently (DESIGN.md §7)."""
+
+    leaves: int
+    tree_tokens: int
+    """Every node's tokens once: what an engine that reuses shared prefixes computes (prompt included)."""
+    independent_tokens: int
+    """The root→leaf sequences summed: the same trajectories sampled one by one, prefixes recomputed."""
+    generated_tokens: int
+    """Model tokens (loss mask 1), each node once."""
+
+    @property
+    def ratio(self) -> float:
+        """tree_tokens / independent_tokens (1.0 without branching; lower is more reuse)."""
+        return self.tree_tokens / self.independent_tokens
+
+
+def tree_cost(tree: TrajectoryTree) -> TreeCost:
+    leaves = [leaf for leaf in tree.leaves if tree.node(leaf).parent_id is not None]
+    return TreeCost(
+        leaves=len(leaves),
+        tree_tokens=sum(len(tree.node(n).token_ids) for n in tree.preorder),
+        independent_tokens=sum(len(tree.sequence(leaf)[0]) for leaf in leaves),
+        generated_tokens=tree.count_model_tokens(),
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from arpo.bench_agent import bench_trees
 from arpo.config import RunConfig
 from arpo.localredis import LocalRedis
 from arpo.proto import keys
@@ -35,7 +36,7 @@ from arpo.services.tools.client import ToolsClient
 from arpo.services.tools.sandbox import Sandbox
 from arpo.services.tools.search import LocalIndex, Searcher, build_index
 from arpo.services.tools.settings import ToolsSettings
-from tests.integration.agent_helpers import CharTokenizer, ScriptedGenerator
+from tests.integration.agent_helpers import ANSWER, CALL, CharTokenizer, ScriptedGenerator
 
 pytestmark = pytest.mark.anyio
 
@@ -130,7 +131,10 @@ def shape(tree: Tree) -> dict[str, str | None]:
     return {n.node_id: n.parent_id for n in tree.nodes}
 
 
-async def test_arpo_forks_after_tool_results_within_the_budget(store: TreeStore, tools: ToolsClient) -> None:
+async def test_arpo_forks_after_tool_results_within_the_budget(
+    store: TreeStore, tools: ToolsClient, redis_server: LocalRedis
+) -> None:
+    redis_url = redis_server.url
     # Threshold mode, answer entropy 2.0 vs first-segment 1.0: alpha + beta * 1.0 = 0.7 > 0.6 -> fork.
     cfg = config(4, 2, alpha=0.5, beta=0.2, threshold=0.6)
     await grow(store, tools, cfg, [seed(store, "t", 4, 2)], ScriptedGenerator(), max_inflight=1)
@@ -155,6 +159,12 @@ async def test_arpo_forks_after_tool_results_within_the_budget(store: TreeStore,
         assert t.reward == pytest.approx(1.0) and t.answer == "4" and t.tool_calls == 1
     meta = await store.meta(0, "t")
     assert meta["started"] == meta["finished"] == "4" and meta["state"] == "complete"
+    (record,) = await asyncio.to_thread(lambda: list(bench_trees(store.run_id, redis_url)))
+    prompt, with_result, answer = len("Q[t]: what is 2 + 2? "), len(call.token_ids), len(ANSWER)
+    assert record["tool_calls_per_leaf"] == 1.0
+    assert record["generated_tokens_per_leaf"] == (2 * len(CALL) + 4 * answer) / 4
+    computed = prompt + 2 * with_result + 4 * answer  # the prompt and each tool-call segment once
+    assert record["tree_vs_independent_tokens"] == round(computed / (4 * (prompt + with_result + answer)), 4)
 
 
 async def test_grpo_is_n_equals_m(store: TreeStore, tools: ToolsClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arpo.core.tree import Segment, TrajectoryTree
+from arpo.core.tree import Segment, TrajectoryTree, tree_cost
 
 
 def seg(node_id: str, parent: str | None, ids: tuple[int, ...], mask: tuple[int, ...]) -> Segment:
@@ -59,3 +59,21 @@ def test_segment_validation() -> None:
         Segment("x", None, (1, 2), (1,))
     with pytest.raises(ValueError, match="0 or 1"):
         Segment("x", None, (1,), (2,))
+
+
+def test_tree_cost_counts_shared_prefixes_once() -> None:
+    tree = TrajectoryTree(
+        [
+            Segment("r", None, (1, 2, 3, 4), (0, 0, 0, 0)),
+            Segment("a", "r", (5, 6, 7), (1, 1, 0)),  # model tokens, then a tool result
+            Segment("a1", "a", (8, 9), (1, 1)),
+            Segment("a2", "a", (10,), (1,)),  # a fork after the tool result
+            Segment("b", "r", (11, 12), (1, 1)),
+        ]
+    )
+    cost = tree_cost(tree)
+    assert (cost.leaves, cost.tree_tokens, cost.generated_tokens) == (3, 12, 7)
+    assert cost.independent_tokens == (4 + 3 + 2) + (4 + 3 + 1) + (4 + 2)
+    assert cost.ratio == 12 / 23
+    flat = tree_cost(TrajectoryTree([Segment("r", None, (1,), (0,)), Segment("x", "r", (2,), (1,))]))
+    assert flat.ratio == 1.0

@@ -1,4 +1,6 @@
-"""`arpo bench queue`: branch requests through one Redis stream and consumer group (DESIGN.md §7).
+"""`arpo bench queue` and `arpo bench tree`: the agent side's costs (DESIGN.md §7).
+
+queue: branch requests through one Redis stream and consumer group.
 
 A producer enqueues `count` BranchRequests (XADD, pipelined `batch` at a time, each stamped with the
 time it was sent) while `consumers` consumers read them (XREADGROUP) and acknowledge them (XACK), as the
@@ -10,6 +12,7 @@ dequeue percentiles). Producer and consumers share one Python process, as a work
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,9 +20,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from arpo.core.tree import tree_cost
 from arpo.localredis import connect_or_start
 from arpo.proto import keys
-from arpo.proto.tree import BranchKind, BranchRequest
+from arpo.proto.tree import BranchKind, BranchRequest, Tree
+from arpo.services.agent.store import TreeStore
 
 
 def _request(run_id: str, i: int) -> str:
@@ -105,3 +110,48 @@ def bench_queue(
         yield asyncio.run(go(rate))
     finally:
         server.close()
+
+
+def bench_trees(run_id: str, redis_url: str | None = None) -> Iterator[dict[str, Any]]:
+    """`arpo bench tree --run RUN`: the cost of a run's completed trees, one record per step.
+
+    Per leaf: tool calls and generated tokens; tokens a prefix-reusing engine computes for the trees
+    against sampling the same trajectories independently. Run it on an ARPO run and a GRPO run with the
+    same prompts and M to compare them.
+    """
+    server = connect_or_start() if redis_url is None else None
+    url = redis_url or (server.url if server else "")
+
+    async def go() -> list[dict[str, Any]]:
+        redis = Redis.from_url(url)
+        store = TreeStore(redis, run_id)
+        by_step: dict[int, list[Tree]] = {}
+        entries: Any = await redis.xrange(store.completed)
+        for _, fields in entries:
+            done = json.loads(fields[b"body"])
+            by_step.setdefault(done["step"], []).append(await store.tree(done["step"], done["tree_id"]))
+        await redis.aclose()
+        return [_tree_record(run_id, step, trees) for step, trees in sorted(by_step.items())]
+
+    try:
+        yield from asyncio.run(go())
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _tree_record(run_id: str, step: int, trees: list[Tree]) -> dict[str, Any]:
+    costs = [tree_cost(t.to_core()) for t in trees]
+    leaves = sum(c.leaves for c in costs)
+    return {
+        "bench": "tree",
+        "run": run_id,
+        "step": step,
+        "trees": len(trees),
+        "leaves": leaves,
+        "tool_calls_per_leaf": round(sum(tr.tool_calls for t in trees for tr in t.trajectories) / leaves, 3),
+        "generated_tokens_per_leaf": round(sum(c.generated_tokens for c in costs) / leaves, 1),
+        "tree_vs_independent_tokens": round(
+            sum(c.tree_tokens for c in costs) / sum(c.independent_tokens for c in costs), 4
+        ),
+    }
