@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arpo.core import tags
+from arpo.core.rewards import AnswerMetric
 from arpo.proto.rollout import Completion, FinishReason, GenerateRequest, GenerateResponse
 from arpo.proto.tools import ToolCall, ToolResult
+from arpo.proto.tree import TreeSeed
 
 
 class CharTokenizer:
@@ -67,6 +69,23 @@ class ScriptedGenerator:
             )
             out.append(GenerateResponse(completions=[completion], policy_version=0, prompt_tokens=len(ids)))
         return out
+
+
+def two_plus_two(run_id: str, tree_id: str, m: int, n: int) -> TreeSeed:
+    """A tree asking 2 + 2 (the prompt names the tree, so ScriptedGenerator.fail_trees can find it)."""
+    prompt = f"Q[{tree_id}]: what is 2 + 2? "
+    return TreeSeed(
+        run_id=run_id,
+        step=0,
+        prompt_id=f"p-{tree_id}",
+        tree_id=tree_id,
+        prompt_token_ids=CharTokenizer().encode(prompt),
+        prompt_text=prompt,
+        answers=["4"],
+        metric=AnswerMetric.MATH,
+        budget=m,
+        initial=n,
+    )
 
 
 class ScriptedTools:

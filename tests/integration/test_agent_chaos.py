@@ -25,29 +25,14 @@ from arpo.localredis import LocalRedis, free_port, server_binary
 from arpo.proto import keys
 from arpo.proto.tree import TreeSeed
 from arpo.services.agent.store import TreeStore
-from tests.integration.agent_helpers import CharTokenizer
+from tests.integration.agent_helpers import two_plus_two
 
 ROOT = Path(__file__).parents[2]
 M, N = 8, 4
 
 
 def seeds(run_id: str, trees: int) -> list[TreeSeed]:
-    prompt = "Q: what is 2 + 2? "
-    return [
-        TreeSeed(
-            run_id=run_id,
-            step=0,
-            prompt_id=f"p{i}",
-            tree_id=f"t{i}",
-            prompt_token_ids=CharTokenizer().encode(prompt),
-            prompt_text=prompt,
-            answers=["4"],
-            metric="math",
-            budget=M,
-            initial=N,
-        )
-        for i in range(trees)
-    ]
+    return [two_plus_two(run_id, f"t{i}", M, N) for i in range(trees)]
 
 
 class Workers:

@@ -36,7 +36,7 @@ from arpo.services.tools.client import ToolsClient
 from arpo.services.tools.sandbox import Sandbox
 from arpo.services.tools.search import LocalIndex, Searcher, build_index
 from arpo.services.tools.settings import ToolsSettings
-from tests.integration.agent_helpers import ANSWER, CALL, CharTokenizer, ScriptedGenerator
+from tests.integration.agent_helpers import ANSWER, CALL, CharTokenizer, ScriptedGenerator, two_plus_two
 
 pytestmark = pytest.mark.anyio
 
@@ -89,19 +89,7 @@ def config(m: int, n: int, **branching: object) -> RunConfig:
 
 
 def seed(store: TreeStore, tree_id: str, m: int, n: int) -> TreeSeed:
-    prompt = f"Q[{tree_id}]: what is 2 + 2? "
-    return TreeSeed(
-        run_id=store.run_id,
-        step=0,
-        prompt_id=f"p-{tree_id}",
-        tree_id=tree_id,
-        prompt_token_ids=CharTokenizer().encode(prompt),
-        prompt_text=prompt,
-        answers=["4"],
-        metric="math",
-        budget=m,
-        initial=n,
-    )
+    return two_plus_two(store.run_id, tree_id, m, n)
 
 
 async def grow(
