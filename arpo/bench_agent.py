@@ -155,3 +155,65 @@ def _tree_record(run_id: str, step: int, trees: list[Tree]) -> dict[str, Any]:
             sum(c.tree_tokens for c in costs) / sum(c.independent_tokens for c in costs), 4
         ),
     }
+
+
+def bench_learner(shape: str, rows: int, seq_len: int, repeats: int, device: str) -> Iterator[dict[str, Any]]:
+    """`arpo bench learner`: training tokens/s of the torch backend on a random model of `shape`.
+
+    One optimizer step on `rows` sequences of `seq_len` tokens (the first quarter prompt, loss mask 0),
+    after a warm-up step; the median of `repeats`. Peak memory: the process's max RSS on CPU, the
+    allocator's peak on CUDA.
+    """
+    import resource
+
+    import torch
+
+    from arpo.config import RunConfig
+    from arpo.services.learner.batches import TrainSequence
+    from arpo.services.learner.torch_backend import TorchLearner
+    from arpo.tiny import random_model, tiny_tokenizer
+
+    dev = torch.device(device)
+    tokenizer = tiny_tokenizer()
+    model = random_model(tokenizer, shape, max_positions=max(seq_len, 256)).to(dev)
+    learner = TorchLearner(model, RunConfig())
+    gen = torch.Generator().manual_seed(0)
+    prompt = seq_len // 4
+    seqs = [
+        TrainSequence(
+            "t",
+            f"l{i}",
+            torch.randint(1, len(tokenizer), (seq_len,), generator=gen).tolist(),
+            [0] * prompt + [1] * (seq_len - prompt),
+            [0.0] * prompt + [1.0 if i % 2 else -1.0] * (seq_len - prompt),
+            [0.0] * seq_len,
+        )
+        for i in range(rows)
+    ]
+    old = learner.logprobs(seqs)
+    learner.update(seqs, old)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        learner.update(seqs, old)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    yield {
+        "bench": "learner",
+        "backend": "torch",
+        "shape": shape,
+        "device": device,
+        "rows": rows,
+        "seq_len": seq_len,
+        "micro_batch_tokens": learner.token_budget,
+        "tokens_per_s": round(rows * seq_len / seconds, 1),
+        "peak_memory_mb": round(peak / 2**20),
+        "threads": torch.get_num_threads(),
+    }

@@ -213,7 +213,7 @@ def index_build(
 @app.command()
 def bench(
     component: Annotated[
-        str, typer.Argument(help="rollout, rollout-vllm, entropy-topk, json, tools, search, queue, tree.")
+        str, typer.Argument(help="rollout(-vllm), entropy-topk, json, tools, search, queue, tree, learner.")
     ],
     shape: Annotated[str, typer.Option(help="Model shape: tiny, 0.5b, 1.5b (random weights).")] = "tiny",
     batch: Annotated[list[int] | None, typer.Option(help="Batch sizes (repeatable).")] = None,
@@ -239,7 +239,8 @@ def bench(
     paths vs plain `python -c` (`--repeats` rounds of `--new-tokens` calls each); search: BM25 over a
     generated corpus of `--documents` documents; queue: `--documents / 5` branch requests through one
     Redis stream and consumer group (4 consumers); tree: tool calls, tokens per leaf and prefix reuse of
-    the completed trees of `--run` (in Redis: REDIS_URL or the local server).
+    the completed trees of `--run` (in Redis: REDIS_URL or the local server); learner: training tokens/s
+    of the torch backend, `--batch` rows of `--new-tokens` tokens on a `--shape` model.
     """
     from arpo import bench as b
 
@@ -267,6 +268,10 @@ def bench(
             from arpo.bench_agent import bench_queue
 
             records = bench_queue(count=documents // 5)
+        case "learner":
+            from arpo.bench_agent import bench_learner
+
+            records = bench_learner(shape, max(batches), new_tokens, repeats, device)
         case "tree":
             from arpo.bench_agent import bench_trees
 
@@ -277,7 +282,7 @@ def bench(
         case _:
             errors.print(
                 f"unknown bench {component!r}: choose rollout, rollout-vllm, entropy-topk, json, "
-                "tools, search, queue or tree"
+                "tools, search, queue, tree or learner"
             )
             raise typer.Exit(2)
     for record in records:

@@ -144,6 +144,8 @@ class OptimConfig(Section):
     """Global gradient-norm clip."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's trajectories."""
+    micro_batch_tokens: int = Field(8192, ge=1)
+    """Padded tokens (rows x longest row) per forward/backward pass: bounds the learner's memory."""
     batch_prompts: int = Field(128, ge=1)
     """Prompts per training step."""
     mini_batch_prompts: int = Field(16, ge=1)

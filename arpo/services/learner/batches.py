@@ -1,0 +1,59 @@
+"""Training sequences from completed trees, and micro-batches bounded by a token budget.
+
+One sequence per leaf (root -> leaf, the shared prefix repeated as context), with the leaf's advantage
+(SOFT) or each node's mean advantage on the tokens it owns (HARD), from `arpo.core.advantages`. The
+rollout's log-probs ride along (the learner recomputes its own by default and reports the mismatch).
+Micro-batches are packed longest first so that rows x longest row stays within `token_budget`: memory is
+bounded by configuration, not by the longest tree; a single row longer than the budget goes alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from arpo.core.advantages import AdvantageMode, leaf_advantages, tree_sequences
+from arpo.proto.tree import Tree
+
+
+@dataclass(frozen=True)
+class TrainSequence:
+    """One training row: tokens, loss mask, advantages and the rollout's log-probs, all parallel."""
+
+    tree_id: str
+    leaf_id: str
+    token_ids: list[int]
+    loss_mask: list[int]
+    advantages: list[float]
+    rollout_logprobs: list[float]
+
+
+def tree_batch(tree: Tree, mode: AdvantageMode) -> list[TrainSequence]:
+    """The sequences of one tree; every trajectory must have its reward."""
+    missing = [t.leaf_node_id for t in tree.trajectories if t.reward is None]
+    if missing:
+        raise ValueError(f"tree {tree.tree_id}: no reward for leaves {missing}")
+    core = tree.to_core()
+    rewards = {t.leaf_node_id: float(t.reward) for t in tree.trajectories if t.reward is not None}
+    nodes = {n.node_id: n for n in tree.nodes}
+    out = []
+    for seq in tree_sequences(core, leaf_advantages(core, rewards), mode):
+        logprobs = [lp for nid in core.path(seq.leaf_id) for lp in nodes[nid].logprobs]
+        out.append(
+            TrainSequence(tree.tree_id, seq.leaf_id, seq.token_ids, seq.loss_mask, seq.advantages, logprobs)
+        )
+    return out
+
+
+def micro_batches(sequences: Sequence[TrainSequence], token_budget: int) -> list[list[int]]:
+    """Indices of `sequences` grouped so that len(group) * longest <= token_budget (longest first)."""
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].token_ids))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * len(sequences[groups[-1][0]].token_ids) <= token_budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups

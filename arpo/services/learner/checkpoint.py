@@ -1,0 +1,98 @@
+"""Checkpoints: everything a learner needs to continue a run exactly where it stopped.
+
+`<directory>/step-<n>/` holds the model (safetensors), the optimizer state (torch), and `state.json`
+(step, policy version, data position, Python and torch RNG states, and a manifest of the files with
+their sizes). A checkpoint is written to a temporary directory and renamed, then `latest` (a text file
+naming it) is replaced atomically; the previous checkpoint is deleted only after that. Loading checks
+the manifest: a missing or truncated file is a `CheckpointError` naming it, and the checkpoint before
+stays where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "latest"
+FILES = ("model.safetensors", "optimizer.pt")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+    policy_version: int
+    data_position: int
+
+
+def save(
+    directory: Path, step: int, policy_version: int, data_position: int, model: Any, optimizer: Any
+) -> Path:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=directory))
+    try:
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / FILES[0]))
+        torch.save(optimizer.state_dict(), tmp / FILES[1])
+        meta = {
+            "step": step,
+            "policy_version": policy_version,
+            "data_position": data_position,
+            "python_rng": random.getstate()[1],
+            "torch_rng": torch.get_rng_state().tolist(),
+            "files": {name: (tmp / name).stat().st_size for name in FILES},
+        }
+        (tmp / "state.json").write_text(json.dumps(meta))
+        target = directory / f"step-{step}"
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    previous = _latest_name(directory)
+    pointer = directory / f".{LATEST}.tmp"
+    pointer.write_text(target.name)
+    os.replace(pointer, directory / LATEST)
+    if previous is not None and previous != target.name:
+        shutil.rmtree(directory / previous, ignore_errors=True)
+    return target
+
+
+def _latest_name(directory: Path) -> str | None:
+    path = directory / LATEST
+    return path.read_text().strip() if path.is_file() else None
+
+
+def load(directory: Path, model: Any, optimizer: Any) -> Resumed | None:
+    """Restore the latest checkpoint into `model` and `optimizer`; None when there is none."""
+    from safetensors.torch import load_file
+
+    name = _latest_name(directory)
+    if name is None:
+        return None
+    ckpt = directory / name
+    try:
+        meta = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{ckpt / 'state.json'}: unreadable ({err})") from None
+    for file, size in meta["files"].items():
+        path = ckpt / file
+        if not path.is_file() or path.stat().st_size != size:
+            raise CheckpointError(f"{path}: missing or truncated (expected {size} bytes)")
+    model.load_state_dict(load_file(str(ckpt / FILES[0])), strict=True)
+    optimizer.load_state_dict(torch.load(ckpt / FILES[1], weights_only=True))
+    random.setstate((3, tuple(meta["python_rng"]), None))
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    return Resumed(meta["step"], meta["policy_version"], meta["data_position"])

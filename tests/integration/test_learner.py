@@ -1,0 +1,190 @@
+"""The learner's torch backend on the tiny random model: batches from trees, one update, invariances."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from arpo.config import RunConfig
+from arpo.core.advantages import AdvantageMode
+from arpo.proto.tree import Trajectory, Tree, TreeNode
+from arpo.services.learner import checkpoint
+from arpo.services.learner.batches import micro_batches, tree_batch
+from arpo.services.learner.publish import probe, publish
+from arpo.services.learner.torch_backend import TorchLearner
+from arpo.services.rollout.app import create_app
+from arpo.services.rollout.client import RolloutClient
+from arpo.services.rollout.hf import HFEngine
+from arpo.services.rollout.settings import RolloutSettings
+
+
+def node(node_id: str, parent: str | None, tokens: list[int], model: bool) -> TreeNode:
+    n = len(tokens)
+    return TreeNode(
+        node_id=node_id,
+        parent_id=parent,
+        token_ids=tokens,
+        loss_mask=[int(model)] * n,
+        logprobs=[-1.0 if model else 0.0] * n,
+        entropies=[0.0] * n,
+    )
+
+
+def make_tree(branching: bool) -> Tree:
+    g = torch.Generator().manual_seed(3)
+
+    def toks(k: int) -> list[int]:
+        return torch.randint(5, 300, (k,), generator=g).tolist()
+
+    nodes = [node("r", None, toks(6), False), node("a", "r", toks(5), True), node("a1", "a", toks(4), True)]
+    leaves = {"a1": 1.0}
+    if branching:
+        nodes += [node("a2", "a", toks(3), True), node("b", "r", toks(7), True)]
+        leaves |= {"a2": 0.0, "b": 0.5}
+    else:
+        nodes += [node("b", "r", toks(7), True), node("c", "r", toks(2), True)]
+        leaves |= {"b": 0.0, "c": 0.5}
+    core_paths = {n.node_id: n.parent_id for n in nodes}
+
+    def path(leaf: str) -> list[str]:
+        out = [leaf]
+        while (parent := core_paths[out[-1]]) is not None:
+            out.append(parent)
+        return out[::-1]
+
+    trajectories = [Trajectory(leaf_node_id=k, node_ids=path(k), reward=v) for k, v in leaves.items()]
+    return Tree(
+        run_id="r", step=0, prompt_id="p", tree_id="t", budget=3, nodes=nodes, trajectories=trajectories
+    )
+
+
+@pytest.fixture
+def model(tiny_model_dir: Path) -> torch.nn.Module:
+    return HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu", static=False).model
+
+
+def config(lr: float = 1e-4) -> RunConfig:
+    return RunConfig.model_validate({"optim": {"lr": lr, "weight_decay": 0.0}})
+
+
+def grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_tree_batch_and_micro_batches() -> None:
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.SOFT)
+    assert [s.leaf_id for s in seqs] == ["a1", "a2", "b"]
+    assert all(len(s.token_ids) == len(s.loss_mask) == len(s.rollout_logprobs) for s in seqs)
+    assert seqs[0].loss_mask[:6] == [0] * 6 and seqs[0].rollout_logprobs[6] == -1.0
+    groups = micro_batches(seqs, token_budget=26)  # lengths 15, 14, 13
+    assert groups == [[0], [1], [2]] and micro_batches(seqs, 45) == [[0, 1, 2]]
+    assert micro_batches(seqs, 30) == [[0, 1], [2]]
+
+
+def test_one_update_lowers_the_loss_on_its_batch(model: torch.nn.Module) -> None:
+    learner = TorchLearner(model, config(lr=1e-3))
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.SOFT)
+    old = learner.logprobs(seqs)
+    first = learner.update(seqs, old)
+    assert first.tokens == sum(sum(s.loss_mask[1:]) for s in seqs) and first.grad_norm > 0
+    assert abs(first.approx_kl) < 1e-6  # the policy is the old policy at the first step
+    second = learner.update(seqs, old)
+    assert second.loss < first.loss
+    new = learner.logprobs(seqs)
+    assert any(abs(a - b) > 1e-6 for x, y in zip(old, new, strict=True) for a, b in zip(x, y, strict=True))
+
+
+def test_soft_and_hard_give_the_same_gradients_without_branching(model: torch.nn.Module) -> None:
+    tree = make_tree(branching=False)
+    out = []
+    for mode in (AdvantageMode.SOFT, AdvantageMode.HARD):
+        m = copy.deepcopy(model)
+        learner = TorchLearner(m, config())
+        seqs = tree_batch(tree, mode)
+        learner.update(seqs, learner.logprobs(seqs))
+        out.append(grads(m))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_step_does_not_depend_on_the_micro_batching(model: torch.nn.Module) -> None:
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.HARD)
+    out = []
+    for budget in (10_000, 1):  # everything together, or one sequence per micro-batch
+        m = copy.deepcopy(model)
+        learner = TorchLearner(m, config(), token_budget=budget)
+        learner.update(seqs, learner.logprobs(seqs))
+        out.append(grads(m))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_publish_a_version_the_rollout_server_serves_exactly(
+    model: torch.nn.Module, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    learner = TorchLearner(model, config(lr=1e-2))
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.SOFT)
+    learner.update(seqs, learner.logprobs(seqs))  # the learner's weights now differ from the server's
+    server = HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu", static=False)
+    probe_ids = seqs[0].token_ids
+    before = server.score(probe_ids)
+
+    async def go() -> None:
+        app = create_app(server, RolloutSettings(model="tiny"))
+        async with RolloutClient.in_process(app, timeout_s=60) as client:
+            statuses = await publish(model, 1, tmp_path / "weights", {"local": client}, probe_ids)
+            assert statuses["local"].accepted and statuses["local"].policy_version == 1
+            assert (await client.health())["policy_version"] == 1
+            with pytest.raises(FileExistsError):  # a version is written once
+                await publish(model, 1, tmp_path / "weights", {"local": client}, probe_ids)
+
+    asyncio.run(go())
+    want = probe(model, probe_ids).logprobs
+    after = server.score(probe_ids)
+    assert max(abs(a - b) for a, b in zip(after, want, strict=True)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(before, want, strict=True)) > 1e-3
+    assert not list((tmp_path / "weights").glob(".v*"))  # no temporary directory left
+
+
+def test_resume_gives_the_same_weights_as_running_straight(model: torch.nn.Module, tmp_path: Path) -> None:
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.SOFT)
+    straight = TorchLearner(copy.deepcopy(model), config(lr=1e-3))
+    for _ in range(2):
+        straight.update(seqs, straight.logprobs(seqs))
+    first = TorchLearner(copy.deepcopy(model), config(lr=1e-3))
+    first.update(seqs, first.logprobs(seqs))
+    checkpoint.save(tmp_path, 1, 1, 8, first.model, first.optimizer)
+    del first  # the learner "dies"
+    resumed = TorchLearner(copy.deepcopy(model), config(lr=1e-3))
+    state = checkpoint.load(tmp_path, resumed.model, resumed.optimizer)
+    assert state == checkpoint.Resumed(step=1, policy_version=1, data_position=8)
+    resumed.update(seqs, resumed.logprobs(seqs))
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_kept(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    learner = TorchLearner(model, config())
+    assert checkpoint.load(tmp_path, learner.model, learner.optimizer) is None
+    checkpoint.save(tmp_path, 1, 1, 0, learner.model, learner.optimizer)
+
+    class Broken:
+        def state_dict(self) -> dict[str, object]:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # a save that dies half-way...
+        checkpoint.save(tmp_path, 2, 2, 0, learner.model, Broken())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-1"]  # ...leaves the previous
+    assert checkpoint.load(tmp_path, learner.model, learner.optimizer) == checkpoint.Resumed(1, 1, 0)
+    second = checkpoint.save(tmp_path, 2, 2, 0, learner.model, learner.optimizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-2"]
+    with (second / "optimizer.pt").open("r+b") as f:
+        f.truncate(10)
+    with pytest.raises(checkpoint.CheckpointError, match=r"step-2/optimizer.pt: missing or truncated"):
+        checkpoint.load(tmp_path, learner.model, learner.optimizer)
