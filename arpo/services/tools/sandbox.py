@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -82,9 +83,9 @@ def base_python() -> str:
 
 def _bwrap_args(plan: Plan, settings: ToolsSettings) -> list[str]:
     assert plan.bwrap is not None
-    # No --die-with-parent: it fires when the *thread* that started bwrap ends. The runner exits when its
-    # stdin closes instead, which happens when this process dies.
-    args = [plan.bwrap, "--new-session"]
+    # --die-with-parent: when bwrap or its parent dies, every process of the sandbox is killed. "Parent"
+    # is the *thread* that started bwrap, so sandboxes are started from one long-lived thread (`_spawn`).
+    args = [plan.bwrap, "--new-session", "--die-with-parent"]
     if plan.root:  # no user namespace: the runner drops to the slot's uid itself
         args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     else:
@@ -230,6 +231,11 @@ class Sandbox:
             self._slots.put(_Slot(i, settings.uid_base + i if root else None))
         self._lock = threading.Lock()
         self._closed = False
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+
+    def _spawn(self, slot: _Slot) -> _Process:
+        """Start a sandbox from the spawner thread, which outlives every sandbox (see --die-with-parent)."""
+        return self._spawner.submit(_Process, self.plan, self.settings, slot.uid).result()
 
     @property
     def isolation(self) -> IsolationMode:
@@ -250,13 +256,13 @@ class Sandbox:
 
     def _call(self, slot: _Slot, code: str, timeout: float) -> dict[str, Any]:
         if not self.settings.warm:
-            process = _Process(self.plan, self.settings, slot.uid)
+            process = self._spawn(slot)
             try:
                 return process.call(code, timeout)
             finally:  # the call's processes are dead already; the sandbox's teardown need not delay us
                 threading.Thread(target=process.close, daemon=True).start()
         if slot.process is None:
-            slot.process = _Process(self.plan, self.settings, slot.uid)
+            slot.process = self._spawn(slot)
         try:
             return slot.process.call(code, timeout)
         except OSError:
@@ -269,7 +275,7 @@ class Sandbox:
         if self.settings.warm:
             for _ in range(self.settings.max_concurrency):
                 slot = self._slots.get()
-                slot.process = slot.process or _Process(self.plan, self.settings, slot.uid)
+                slot.process = slot.process or self._spawn(slot)
                 self._slots.put(slot)
 
     def close(self) -> None:
@@ -283,6 +289,7 @@ class Sandbox:
             if slot.process is not None:
                 slot.process.close()
                 slot.process = None
+        self._spawner.shutdown(wait=True)
 
 
 def _probe(plan: Plan, settings: ToolsSettings) -> str | None:
