@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from arpo.proto.tree import Trajectory, Tree, TreeNode
 from arpo.services.learner import checkpoint
 from arpo.services.learner.batches import micro_batches, tree_batch
 from arpo.services.learner.publish import probe, publish
+from arpo.services.learner.step import train_on_trees
 from arpo.services.learner.torch_backend import TorchLearner
 from arpo.services.rollout.app import create_app
 from arpo.services.rollout.client import RolloutClient
@@ -188,3 +190,27 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_kept(
         f.truncate(10)
     with pytest.raises(checkpoint.CheckpointError, match=r"step-2/optimizer.pt: missing or truncated"):
         checkpoint.load(tmp_path, learner.model, learner.optimizer)
+
+
+def test_train_on_trees_reports_the_step(model: torch.nn.Module) -> None:
+    trees = [make_tree(branching=True), make_tree(branching=False).model_copy(update={"tree_id": "t2"})]
+    cfg = RunConfig.model_validate(
+        {"optim": {"lr": 1e-4, "batch_prompts": 2, "mini_batch_prompts": 1, "ppo_epochs": 2}}
+    )
+    reference = TorchLearner(copy.deepcopy(model), cfg)
+    seqs = [s for t in trees for s in tree_batch(t, cfg.loss.advantage_mode)]
+    before = reference.logprobs(seqs)
+    want = [
+        abs(-1.0 - lp)
+        for s, lps in zip(seqs, before, strict=True)
+        for lp, m in zip(lps, s.loss_mask, strict=True)
+        if m
+    ]
+    metrics = train_on_trees(
+        TorchLearner(model, cfg), trees, cfg, step=3, policy_version=2, rng=random.Random(0)
+    )
+    assert (metrics.step, metrics.policy_version, metrics.trees, metrics.trajectories) == (3, 2, 2, 6)
+    assert metrics.reward_mean == pytest.approx(0.5)
+    assert metrics.logprob_mismatch == pytest.approx(sum(want) / len(want))
+    assert metrics.policy_loss is not None and metrics.grad_norm is not None and metrics.grad_norm > 0
+    assert metrics.approx_kl is not None and metrics.approx_kl >= 0  # the second epoch moved away from old

@@ -1,0 +1,102 @@
+"""The training half of one step: a step's completed trees -> optimizer steps -> StepMetrics.
+
+Old log-probs are the learner's own (recomputed before any update: the default) or the rollout's
+(`loss.old_logprobs`); either way the mean |rollout - learner| log-prob over model tokens is reported,
+a known early sign of a rollout/learner mismatch. Each of `optim.ppo_epochs` passes shuffles the trees
+and takes one optimizer step per `optim.mini_batch_prompts` trees. What the trees say about the
+rollout (reward, accuracy, tool calls, forks, entropy after tool results) goes into the same metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from statistics import fmean
+
+from arpo.config import OldLogprobSource, RunConfig
+from arpo.proto.runs import StepMetrics
+from arpo.proto.tree import Tree
+from arpo.services.learner.batches import TrainSequence, tree_batch
+from arpo.services.learner.torch_backend import TorchLearner, UpdateStats
+
+
+def _mismatch(seqs: Sequence[TrainSequence], learner_logps: Sequence[list[float]]) -> float:
+    diffs = [
+        abs(r - lp)
+        for s, logps in zip(seqs, learner_logps, strict=True)
+        for r, lp, m in zip(s.rollout_logprobs, logps, s.loss_mask, strict=True)
+        if m
+    ]
+    return fmean(diffs) if diffs else 0.0
+
+
+def _rollout_metrics(trees: Sequence[Tree]) -> dict[str, float | int | None]:
+    leaves = [t for tree in trees for t in tree.trajectories]
+    model_entropies = [
+        h for tree in trees for n in tree.nodes for h, m in zip(n.entropies, n.loss_mask, strict=True) if m
+    ]
+    after_tool = [n.segment_entropy for tree in trees for n in tree.nodes if n.delta_h is not None]
+    return {
+        "trees": len(trees),
+        "trajectories": len(leaves),
+        "reward_mean": fmean(t.reward or 0.0 for t in leaves) if leaves else 0.0,
+        "accuracy": fmean(float(t.score == 1.0) for t in leaves) if leaves else 0.0,
+        "format_ok_rate": fmean(float(bool(t.format_ok)) for t in leaves) if leaves else 0.0,
+        "tool_calls_per_trajectory": fmean(t.tool_calls for t in leaves) if leaves else 0.0,
+        "branches_per_tree": fmean(sum(n.forked for n in tree.nodes) for tree in trees) if trees else 0.0,
+        "entropy_mean": fmean(model_entropies) if model_entropies else None,
+        "entropy_after_tool_mean": fmean(h for h in after_tool if h is not None) if after_tool else None,
+        "dead_letters": sum(tree.dead_letters for tree in trees),
+    }
+
+
+def train_on_trees(
+    learner: TorchLearner,
+    trees: Sequence[Tree],
+    config: RunConfig,
+    step: int,
+    policy_version: int,
+    rng: random.Random,
+) -> StepMetrics:
+    """Train on one step's trees; every tree needs its rewards."""
+    started = time.perf_counter()
+    per_tree = [tree_batch(tree, config.loss.advantage_mode) for tree in trees]
+    flat = [s for seqs in per_tree for s in seqs]
+    learner_logps = learner.logprobs(flat)
+    mismatch = _mismatch(flat, learner_logps)
+    source = (
+        learner_logps
+        if config.loss.old_logprobs is OldLogprobSource.LEARNER
+        else [s.rollout_logprobs for s in flat]
+    )
+    old_of = {id(s): lp for s, lp in zip(flat, source, strict=True)}
+    updates: list[UpdateStats] = []
+    size = config.optim.mini_batch_prompts
+    for _ in range(config.optim.ppo_epochs):
+        order = list(range(len(trees)))
+        rng.shuffle(order)
+        for start in range(0, len(order), size):
+            seqs = [s for i in order[start : start + size] for s in per_tree[i]]
+            if any(any(s.loss_mask[1:]) for s in seqs):
+                updates.append(learner.update(seqs, [old_of[id(s)] for s in seqs]))
+    weights = [u.tokens for u in updates] or [1]
+
+    def mean(field: str) -> float | None:
+        return (
+            sum(getattr(u, field) * w for u, w in zip(updates, weights, strict=False)) / sum(weights)
+            if updates
+            else None
+        )
+
+    return StepMetrics(
+        step=step,
+        policy_version=policy_version,
+        **_rollout_metrics(trees),
+        policy_loss=mean("loss"),
+        clip_fraction=mean("clip_fraction"),
+        approx_kl=mean("approx_kl"),
+        grad_norm=mean("grad_norm"),
+        logprob_mismatch=mismatch,
+        time_train_s=time.perf_counter() - started,
+    )
