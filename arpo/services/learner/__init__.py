@@ -4,6 +4,8 @@
 log-probs and takes optimizer steps with plain torch (the CPU default); `step` trains on one step's
 trees and reports its `StepMetrics`; `publish` writes a policy version and has the rollout servers load
 it behind the probe guard; `checkpoint` saves and restores everything a run needs to continue exactly.
-The step loop (seeding trees, waiting for them, publishing, checkpointing, metrics to Redis), the entry
-point and the DeepSpeed backend are not built yet (milestone 5/10 continues).
+`data` reads a run's prompts; `loop` is the synchronous step loop (seed trees, wait for the agent
+workers, train, publish, checkpoint, metrics to the run's stream; resumes from the last checkpoint).
+Not built yet (milestone 5/10 continues): the `python -m arpo.services.learner` entry point, the
+DeepSpeed backend, TensorBoard, and the rollout-side timing split (generate vs tool wait).
 """

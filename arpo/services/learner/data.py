@@ -1,0 +1,67 @@
+"""A run's prompts: questions and gold answers from a JSONL file, in a seeded order, resumable.
+
+Each line is an object with the DatasetRef's `question_field` and `answer_field` (a string or a list of
+strings) and optionally `id`. Errors name the file, the line and the field. The order is a fixed
+permutation per pass (seeded by the run seed and the pass number), so `position` alone (saved in the
+checkpoint) resumes the same sequence of prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from arpo.core.rewards import AnswerMetric
+from arpo.proto.runs import DatasetRef
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    question: str
+    answers: list[str]
+    metric: AnswerMetric
+
+
+def load_prompts(ref: DatasetRef, default_metric: AnswerMetric) -> list[Prompt]:
+    path = Path(ref.path_or_name)
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file (only local JSONL datasets are supported so far)")
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}:{number}: not JSON ({err.msg})") from None
+        question, answer = row.get(ref.question_field), row.get(ref.answer_field)
+        if not isinstance(question, str) or not question.strip():
+            raise DatasetError(f"{path}:{number}: field {ref.question_field!r} must be a non-empty string")
+        answers = [answer] if isinstance(answer, str) else answer
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DatasetError(
+                f"{path}:{number}: field {ref.answer_field!r} must be a string or a list of strings"
+            )
+        prompt_id = str(row.get("id", f"q{number}"))
+        prompts.append(Prompt(prompt_id, question, answers, ref.metric or default_metric))
+    if not prompts:
+        raise DatasetError(f"{path}: no prompts")
+    return prompts
+
+
+def batch_at(prompts: list[Prompt], position: int, size: int, seed: int) -> list[Prompt]:
+    """`size` prompts starting at `position` of the endless seeded sequence (a new permutation per pass)."""
+    out = []
+    for k in range(position, position + size):
+        epoch, index = divmod(k, len(prompts))
+        order = list(range(len(prompts)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        out.append(prompts[order[index]])
+    return out

@@ -1,0 +1,144 @@
+"""The learner's step loop (synchronous mode, the paper's: DESIGN.md §4.6).
+
+One step: seed a tree per prompt of the batch (the agent workers grow them), wait until every tree of
+the step is complete, train on them (`step.train_on_trees`), publish the new policy version to the
+rollout servers, checkpoint, and append the step's metrics to the run's metrics stream. A restarted
+learner resumes from the last checkpoint: the step, the policy version and the data position come back,
+and a step whose trees were already seeded is not seeded twice (tree creation is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arpo.config import RunConfig
+from arpo.proto import keys
+from arpo.proto.runs import StepMetrics
+from arpo.proto.tree import Tree, TreeSeed
+from arpo.services.agent.store import TreeStore
+from arpo.services.learner import checkpoint
+from arpo.services.learner.data import Prompt, batch_at
+from arpo.services.learner.publish import publish
+from arpo.services.learner.step import train_on_trees
+from arpo.services.learner.torch_backend import TorchLearner
+from arpo.services.rollout.client import RolloutClient
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    policy_version: int = 0
+    data_position: int = 0
+
+
+class StepLoop:
+    def __init__(
+        self,
+        store: TreeStore,
+        learner: TorchLearner,
+        config: RunConfig,
+        prompts: list[Prompt],
+        render: Callable[[str], list[int]],
+        servers: dict[str, RolloutClient],
+        directory: Path,
+        probe_ids: list[int],
+    ) -> None:
+        self.store, self.learner, self.config, self.prompts = store, learner, config, prompts
+        self.render, self.servers, self.directory, self.probe_ids = render, servers, directory, probe_ids
+        self.state = LoopState()
+        self.rng = random.Random(config.seed)
+
+    def resume(self) -> LoopState:
+        resumed = checkpoint.load(self.directory / "checkpoints", self.learner.model, self.learner.optimizer)
+        if resumed is not None:
+            self.state = LoopState(resumed.step, resumed.policy_version, resumed.data_position)
+        return self.state
+
+    def seeds(self) -> list[TreeSeed]:
+        b, s = self.config.branching, self.state
+        batch = batch_at(self.prompts, s.data_position, self.config.optim.batch_prompts, self.config.seed)
+        return [
+            TreeSeed(
+                run_id=self.store.run_id,
+                step=s.step,
+                prompt_id=p.prompt_id,
+                tree_id=f"s{s.step}-{s.data_position + i}",
+                prompt_token_ids=self.render(p.question),
+                prompt_text=p.question,
+                answers=p.answers,
+                metric=p.metric,
+                budget=b.group_size,
+                initial=b.initial_rollouts,
+                policy_version=s.policy_version,
+            )
+            for i, p in enumerate(batch)
+        ]
+
+    async def wait_for(self, seeds: list[TreeSeed], timeout_s: float) -> list[Tree]:
+        """Block until every seeded tree is complete (read from the completed-trees stream)."""
+        wanted = {s.tree_id for s in seeds}
+        step = seeds[0].step
+        done: set[str] = set()
+        last = "0-0"
+        deadline = time.monotonic() + timeout_s
+        while done != wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"step {step}: {len(wanted - done)} of {len(wanted)} trees still incomplete"
+                )
+            got: Any = await self.store.redis.xread({self.store.completed: last}, block=500, count=1000)
+            for _, entries in got or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    body = json.loads(fields[b"body"])
+                    if body["step"] == step and body["tree_id"] in wanted:
+                        done.add(body["tree_id"])
+        return [await self.store.tree(step, tree_id) for tree_id in sorted(wanted)]
+
+    async def run_step(self, timeout_s: float = 3600.0) -> StepMetrics:
+        started = time.perf_counter()
+        seeds = self.seeds()
+        for seed in seeds:
+            await self.store.create(seed)
+        trees = await self.wait_for(seeds, timeout_s)
+        generated = time.perf_counter()
+        s = self.state
+        metrics = await asyncio.to_thread(
+            train_on_trees, self.learner, trees, self.config, s.step, s.policy_version, self.rng
+        )
+        trained = time.perf_counter()
+        version = s.policy_version + 1
+        await publish(self.learner.model, version, self.directory / "weights", self.servers, self.probe_ids)
+        published = time.perf_counter()
+        self.state = LoopState(s.step + 1, version, s.data_position + len(seeds))
+        await asyncio.to_thread(
+            checkpoint.save,
+            self.directory / "checkpoints",
+            self.state.step,
+            version,
+            self.state.data_position,
+            self.learner.model,
+            self.learner.optimizer,
+        )
+        metrics = metrics.model_copy(
+            update={
+                "time_generate_s": generated - started,
+                "time_train_s": trained - generated,
+                "time_publish_s": published - trained,
+                "time_step_s": time.perf_counter() - started,
+            }
+        )
+        await self.store.redis.xadd(keys.run_metrics(self.store.run_id), {"body": metrics.model_dump_json()})
+        return metrics
+
+    async def run(self, steps: int) -> list[StepMetrics]:
+        """Resume, then run until `steps` steps are done in total."""
+        self.resume()
+        return [await self.run_step() for _ in range(max(0, steps - self.state.step))]
