@@ -158,7 +158,7 @@ def _planned(name: str, milestone: str) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="rollout, tools or agent (learner, controller: coming).")],
+    service: Annotated[str, typer.Argument(help="rollout, tools, agent or learner (controller: coming).")],
 ) -> None:
     """Run one service, exactly as `python -m arpo.services.<service>` (settings from ARPO_* variables)."""
     match service:
@@ -174,10 +174,12 @@ def serve(
             from arpo.services.agent.__main__ import main as agent_main
 
             raise typer.Exit(agent_main())
-        case "learner" | "controller":
-            errors.print(
-                f"`arpo serve {service}` is not available yet: it arrives with milestones 5/10-6/10."
-            )
+        case "learner":
+            from arpo.services.learner.__main__ import main as learner_main
+
+            raise typer.Exit(learner_main())
+        case "controller":
+            errors.print(f"`arpo serve {service}` is not available yet: it arrives with milestone 6/10.")
             raise typer.Exit(2)
         case _:
             errors.print(f"unknown service {service!r}: choose rollout, tools, agent, learner or controller")

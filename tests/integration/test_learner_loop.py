@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -103,3 +106,20 @@ def test_two_steps_then_a_resumed_third(
         return n
 
     assert asyncio.run(cleanup()) == 3
+
+
+def test_learner_entry_point_refuses_what_it_cannot_use(tmp_path: Path) -> None:
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
+        full = {**os.environ, **{f"ARPO_LEARNER_{k.upper()}": v for k, v in env.items()}}
+        return subprocess.run(
+            [sys.executable, "-m", "arpo.services.learner"], env=full, capture_output=True, text=True
+        )
+
+    bad = run(run_id="bad id!")
+    assert bad.returncode == 2 and "ARPO_LEARNER_RUN_ID" in bad.stderr
+    missing = run(run_id="r1", spec=str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "ARPO_LEARNER_SPEC: cannot read" in missing.stderr
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"model: {{name_or_path: x}}\ndataset: {{path_or_name: {tmp_path / 'none.jsonl'}}}\n")
+    no_data = run(run_id="r1", spec=str(spec))
+    assert no_data.returncode == 2 and "none.jsonl: not a file" in no_data.stderr

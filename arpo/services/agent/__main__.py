@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -20,24 +19,10 @@ from arpo.services.agent.settings import AgentSettings
 from arpo.services.agent.store import TreeStore
 from arpo.services.agent.trajectory import Context
 from arpo.services.agent.worker import Worker
+from arpo.services.rollout.engine import TokenizedEngine
 from arpo.services.tools.client import ToolsClient
 
 log = logging.getLogger("arpo.agent")
-
-
-class HFTokenizer:
-    """A Hugging Face tokenizer with the encode/decode the worker uses (no special tokens added)."""
-
-    def __init__(self, name_or_path: str) -> None:
-        from transformers import AutoTokenizer
-
-        self._tok: Any = AutoTokenizer.from_pretrained(name_or_path)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False))
-
-    def decode(self, token_ids: list[int]) -> str:
-        return str(self._tok.decode(token_ids, skip_special_tokens=True))
 
 
 async def _run_spec(redis: Redis, run_id: str) -> RunSpec | None:
@@ -62,7 +47,10 @@ async def serve(settings: AgentSettings) -> int:
         raise ConfigError("ARPO_AGENT_TOKENIZER: unset, and the run has no spec to take the model from")
     pool = RolloutPool.from_urls(settings.rollouts)
     tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
-    ctx = Context(TreeStore(redis, settings.run_id), pool, tools, HFTokenizer(tokenizer_name), config)
+    from transformers import AutoTokenizer
+
+    tokenizer = TokenizedEngine(AutoTokenizer.from_pretrained(tokenizer_name), tokenizer_name)
+    ctx = Context(TreeStore(redis, settings.run_id), pool, tools, tokenizer, config)
     worker = Worker(
         ctx,
         settings.consumer,

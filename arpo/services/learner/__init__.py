@@ -6,6 +6,6 @@ trees and reports its `StepMetrics`; `publish` writes a policy version and has t
 it behind the probe guard; `checkpoint` saves and restores everything a run needs to continue exactly.
 `data` reads a run's prompts; `loop` is the synchronous step loop (seed trees, wait for the agent
 workers, train, publish, checkpoint, metrics to the run's stream; resumes from the last checkpoint).
-Not built yet (milestone 5/10 continues): the `python -m arpo.services.learner` entry point, the
+`python -m arpo.services.learner` runs it for one run. Not built yet (milestone 5/10 continues): the
 DeepSpeed backend, TensorBoard, and the rollout-side timing split (generate vs tool wait).
 """

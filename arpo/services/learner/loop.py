@@ -54,6 +54,11 @@ class StepLoop:
         self.render, self.servers, self.directory, self.probe_ids = render, servers, directory, probe_ids
         self.state = LoopState()
         self.rng = random.Random(config.seed)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the running step (checkpoint included), then return from `run`."""
+        self._stopping = True
 
     def resume(self) -> LoopState:
         resumed = checkpoint.load(self.directory / "checkpoints", self.learner.model, self.learner.optimizer)
@@ -138,7 +143,10 @@ class StepLoop:
         await self.store.redis.xadd(keys.run_metrics(self.store.run_id), {"body": metrics.model_dump_json()})
         return metrics
 
-    async def run(self, steps: int) -> list[StepMetrics]:
-        """Resume, then run until `steps` steps are done in total."""
+    async def run(self, steps: int, step_timeout_s: float = 3600.0) -> list[StepMetrics]:
+        """Resume, then run until `steps` steps are done in total (or `stop()`)."""
         self.resume()
-        return [await self.run_step() for _ in range(max(0, steps - self.state.step))]
+        done = []
+        while self.state.step < steps and not self._stopping:
+            done.append(await self.run_step(step_timeout_s))
+        return done

@@ -1,0 +1,41 @@
+"""Per-process wiring of a learner, read from `ARPO_LEARNER_*` environment variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from arpo.proto.base import Id
+from arpo.services.settings import settings_from_env
+
+ENV_PREFIX = "ARPO_LEARNER_"
+
+
+class LearnerSettings(BaseModel):
+    """Settings of one learner (field `x` comes from `ARPO_LEARNER_X`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    run_id: Id
+    """The run to train."""
+    spec: str | None = None
+    """RunSpec file (JSON or YAML); default: the run's spec in Redis."""
+    rollout_urls: str = "http://127.0.0.1:8001"
+    """Rollout servers to publish weights to, comma-separated (empty: none)."""
+    directory: str = "arpo-runs"
+    """Where `<run_id>/weights` and `<run_id>/checkpoints` go (shared with the rollout servers)."""
+    device: str | None = None
+    """torch device (default: cuda if available, else cpu)."""
+    redis_url: str | None = None
+    """Redis (default: REDIS_URL, else 127.0.0.1:6379 or a local server)."""
+    step_timeout_s: float = Field(3600.0, gt=0)
+    """Longest wait for a step's trees."""
+
+    @property
+    def rollouts(self) -> list[str]:
+        return [u.strip() for u in self.rollout_urls.split(",") if u.strip()]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LearnerSettings:
+        return settings_from_env(cls, ENV_PREFIX, environ)
