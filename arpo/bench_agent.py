@@ -187,6 +187,7 @@ def bench_learner(shape: str, rows: int, seq_len: int, repeats: int, device: str
             [0] * prompt + [1] * (seq_len - prompt),
             [0.0] * prompt + [1.0 if i % 2 else -1.0] * (seq_len - prompt),
             [0.0] * seq_len,
+            [0.0] * seq_len,
         )
         for i in range(rows)
     ]

@@ -14,7 +14,7 @@ from arpo.config import RunConfig
 from arpo.core.advantages import AdvantageMode
 from arpo.proto.tree import Trajectory, Tree, TreeNode
 from arpo.services.learner import checkpoint
-from arpo.services.learner.batches import micro_batches, tree_batch
+from arpo.services.learner.batches import micro_batches, tree_batch, with_entropy_aware_advantages
 from arpo.services.learner.publish import probe, publish
 from arpo.services.learner.step import train_on_trees
 from arpo.services.learner.torch_backend import TorchLearner
@@ -214,3 +214,32 @@ def test_train_on_trees_reports_the_step(model: torch.nn.Module) -> None:
     assert metrics.logprob_mismatch == pytest.approx(sum(want) / len(want))
     assert metrics.policy_loss is not None and metrics.grad_norm is not None and metrics.grad_norm > 0
     assert metrics.approx_kl is not None and metrics.approx_kl >= 0  # the second epoch moved away from old
+
+
+def test_entropy_aware_advantages_scale_by_the_steps_entropy_z_score() -> None:
+    tree = make_tree(branching=True)
+    entropic = tree.model_copy(
+        update={
+            "nodes": [
+                n.model_copy(update={"entropies": [float(i % 3) for i in range(len(n.token_ids))]})
+                for n in tree.nodes
+            ]
+        }
+    )
+    seqs = tree_batch(entropic, AdvantageMode.SOFT)
+    assert with_entropy_aware_advantages(seqs, 0.0) == seqs
+    scaled = with_entropy_aware_advantages(seqs, 0.5)
+    hs = [h for s in seqs for h, m in zip(s.rollout_entropies, s.loss_mask, strict=True) if m]
+    mean = sum(hs) / len(hs)
+    std = (sum((h - mean) ** 2 for h in hs) / len(hs)) ** 0.5
+    for before, after in zip(seqs, scaled, strict=True):
+        for a, b, h, m in zip(
+            before.advantages, after.advantages, before.rollout_entropies, before.loss_mask, strict=True
+        ):
+            want = a * (1 + 0.5 * (h - mean) / (std + 1e-6)) if m else 0.0
+            assert b == pytest.approx(want)
+    assert any(
+        a != b
+        for s, t in zip(seqs, scaled, strict=True)
+        for a, b in zip(s.advantages, t.advantages, strict=True)
+    )

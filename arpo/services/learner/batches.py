@@ -10,9 +10,11 @@ bounded by configuration, not by the longest tree; a single row longer than the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from arpo.core.advantages import AdvantageMode, leaf_advantages, tree_sequences
+import torch
+
+from arpo.core.advantages import AdvantageMode, entropy_aware_advantages, leaf_advantages, tree_sequences
 from arpo.proto.tree import Tree
 
 
@@ -26,6 +28,7 @@ class TrainSequence:
     loss_mask: list[int]
     advantages: list[float]
     rollout_logprobs: list[float]
+    rollout_entropies: list[float]
 
 
 def tree_batch(tree: Tree, mode: AdvantageMode) -> list[TrainSequence]:
@@ -38,11 +41,34 @@ def tree_batch(tree: Tree, mode: AdvantageMode) -> list[TrainSequence]:
     nodes = {n.node_id: n for n in tree.nodes}
     out = []
     for seq in tree_sequences(core, leaf_advantages(core, rewards), mode):
-        logprobs = [lp for nid in core.path(seq.leaf_id) for lp in nodes[nid].logprobs]
+        path = [nodes[nid] for nid in core.path(seq.leaf_id)]
+        logprobs = [lp for n in path for lp in n.logprobs]
+        entropies = [h for n in path for h in n.entropies]
         out.append(
-            TrainSequence(tree.tree_id, seq.leaf_id, seq.token_ids, seq.loss_mask, seq.advantages, logprobs)
+            TrainSequence(
+                tree.tree_id, seq.leaf_id, seq.token_ids, seq.loss_mask, seq.advantages, logprobs, entropies
+            )
         )
     return out
+
+
+def with_entropy_aware_advantages(sequences: Sequence[TrainSequence], coef: float) -> list[TrainSequence]:
+    """AEPO: advantages times (1 + coef * z-score of the rollout entropy), the z-score over every
+    loss-mask token of `sequences` (a whole step, so it does not depend on how the step is split)."""
+    if coef == 0.0:
+        return list(sequences)
+    width = max(len(s.token_ids) for s in sequences)
+
+    def padded(rows: list[list[float]] | list[list[int]]) -> torch.Tensor:
+        return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.float64)
+
+    scaled = entropy_aware_advantages(
+        padded([s.advantages for s in sequences]),
+        padded([s.rollout_entropies for s in sequences]),
+        padded([s.loss_mask for s in sequences]),
+        coef,
+    )
+    return [replace(s, advantages=scaled[i, : len(s.token_ids)].tolist()) for i, s in enumerate(sequences)]
 
 
 def micro_batches(sequences: Sequence[TrainSequence], token_budget: int) -> list[list[int]]:

@@ -1,10 +1,12 @@
 """The training half of one step: a step's completed trees -> optimizer steps -> StepMetrics.
 
-Old log-probs are the learner's own (recomputed before any update: the default) or the rollout's
-(`loss.old_logprobs`); either way the mean |rollout - learner| log-prob over model tokens is reported,
-a known early sign of a rollout/learner mismatch. Each of `optim.ppo_epochs` passes shuffles the trees
-and takes one optimizer step per `optim.mini_batch_prompts` trees. What the trees say about the
-rollout (reward, accuracy, tool calls, forks, entropy after tool results) goes into the same metrics.
+With `loss.entropy_advantage_coef` (AEPO), advantages are first scaled by the rollout entropy's z-score
+over the whole step. Old log-probs are the learner's own (recomputed before any update: the default) or
+the rollout's (`loss.old_logprobs`); either way the mean |rollout - learner| log-prob over model tokens
+is reported, a known early sign of a rollout/learner mismatch. Each of `optim.ppo_epochs` passes
+shuffles the trees and takes one optimizer step per `optim.mini_batch_prompts` trees. What the trees say
+about the rollout (reward, accuracy, tool calls, forks, entropy after tool results) goes into the same
+metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from statistics import fmean
 from arpo.config import OldLogprobSource, RunConfig
 from arpo.proto.runs import StepMetrics
 from arpo.proto.tree import Tree
-from arpo.services.learner.batches import TrainSequence, tree_batch
+from arpo.services.learner.batches import TrainSequence, tree_batch, with_entropy_aware_advantages
 from arpo.services.learner.torch_backend import TorchLearner, UpdateStats
 
 
@@ -62,7 +64,11 @@ def train_on_trees(
     """Train on one step's trees; every tree needs its rewards."""
     started = time.perf_counter()
     per_tree = [tree_batch(tree, config.loss.advantage_mode) for tree in trees]
-    flat = [s for seqs in per_tree for s in seqs]
+    flat = with_entropy_aware_advantages(
+        [s for seqs in per_tree for s in seqs], config.loss.entropy_advantage_coef
+    )
+    sizes = [len(seqs) for seqs in per_tree]
+    per_tree = [flat[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
     learner_logps = learner.logprobs(flat)
     mismatch = _mismatch(flat, learner_logps)
     source = (
