@@ -11,6 +11,11 @@ from pydantic import BaseModel, ValidationError
 S = TypeVar("S", bound=BaseModel)
 
 
+def split_urls(text: str) -> list[str]:
+    """A comma-separated list of URLs, blanks dropped."""
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
 def settings_from_env(cls: type[S], prefix: str, environ: Mapping[str, str] | None = None) -> S:
     """Field `x` of `cls` comes from `{prefix}X`; an error names every bad variable."""
     env = os.environ if environ is None else environ

@@ -147,6 +147,7 @@ async def test_arpo_forks_after_tool_results_within_the_budget(
         assert t.reward == pytest.approx(1.0) and t.answer == "4" and t.tool_calls == 1
     meta = await store.meta(0, "t")
     assert meta["started"] == meta["finished"] == "4" and meta["state"] == "complete"
+    assert float(meta["generate_s"]) > 0 and float(meta["tool_s"]) > 0  # the real sandbox took time
     (record,) = await asyncio.to_thread(lambda: list(bench_trees(store.run_id, redis_url)))
     prompt, with_result, answer = len("Q[t]: what is 2 + 2? "), len(call.token_ids), len(ANSWER)
     assert record["tool_calls_per_leaf"] == 1.0

@@ -93,6 +93,8 @@ def test_two_steps_then_a_resumed_third(
     for m in first + third:
         assert (m.trees, m.trajectories) == (2, 4) and m.reward_mean == pytest.approx(1.0)
         assert m.time_step_s is not None and m.grad_norm is not None
+        assert m.time_generate_s is not None and m.time_tool_wait_s is not None
+        assert m.time_generate_s >= 0 and m.time_tool_wait_s >= 0
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["v000001", "v000002", "v000003"]
     assert (run / "checkpoints" / "latest").read_text() == "step-3"

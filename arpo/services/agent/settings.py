@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from arpo.proto.base import Id
-from arpo.services.settings import settings_from_env
+from arpo.services.settings import settings_from_env, split_urls
 
 ENV_PREFIX = "ARPO_AGENT_"
 
@@ -48,7 +48,7 @@ class AgentSettings(BaseModel):
 
     @property
     def rollouts(self) -> list[str]:
-        return [u.strip() for u in self.rollout_urls.split(",") if u.strip()]
+        return split_urls(self.rollout_urls)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:

@@ -256,6 +256,14 @@ class TreeStore:
         raw = await self.redis.hgetall(self._keys(step, tree_id)[1])
         return {_text(k): TreeNode.model_validate_json(v) for k, v in raw.items()}
 
+    async def add_times(self, request: BranchRequest, generate_s: float, tool_s: float) -> None:
+        """Add a trajectory's seconds spent generating and waiting on tools to its tree's totals."""
+        meta = self._keys(request.step, request.tree_id)[0]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrbyfloat(meta, "generate_s", generate_s)
+        pipe.hincrbyfloat(meta, "tool_s", tool_s)
+        await pipe.execute()
+
     async def write_node(self, step: int, tree_id: str, node: TreeNode) -> bool:
         """Write a node once; False if a node with its id exists (another delivery wrote it first)."""
         return bool(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,6 +97,8 @@ class State:
     answers: list[str] = field(default_factory=list)
     metric: AnswerMetric = AnswerMetric.F1
     replica: str | None = None
+    generate_s: float = 0.0
+    tool_s: float = 0.0
 
     @property
     def prefix(self) -> list[int]:
@@ -179,7 +182,9 @@ async def generate(ctx: Context, state: State) -> Phase:
     )
     state.replica = ctx.generator.choose(state.request.rollout_replica)
     request = GenerateRequest(prompt_token_ids=state.prefix, sampling=sampling)
+    started = time.perf_counter()
     (response,) = await ctx.generator.generate([request], state.replica)
+    state.generate_s += time.perf_counter() - started
     segment = response.completions[0]
     state.segment = segment
     state.hbar = (
@@ -236,7 +241,9 @@ async def call_tool(ctx: Context, state: State) -> Phase:
     elif state.tool_calls >= rollout.max_tool_calls:
         result = ToolResult(ok=False, output="", error=tags.tool_limit_message(rollout.max_tool_calls))
     else:
+        started = time.perf_counter()
         (result,) = await ctx.tools.batch([tool_call])
+        state.tool_s += time.perf_counter() - started
     result_text = tags.format_tool_result(shown_to_model(result))
     await write(ctx, state, ctx.tokenizer.encode(result_text), tool_call, result, result_text)
     return Phase.GENERATE
@@ -300,5 +307,6 @@ async def finish(ctx: Context, state: State) -> Phase:
         format_ok=reward.format_ok,
         answer=reward.answer,
     )
+    await ctx.store.add_times(state.request, state.generate_s, state.tool_s)
     await ctx.store.finish(state.request, trajectory)
     return Phase.DONE

@@ -5,6 +5,10 @@ the step is complete, train on them (`step.train_on_trees`), publish the new pol
 rollout servers, checkpoint, and append the step's metrics to the run's metrics stream. A restarted
 learner resumes from the last checkpoint: the step, the policy version and the data position come back,
 and a step whose trees were already seeded is not seeded twice (tree creation is idempotent).
+
+Timing: the rollout phase's wall-clock time is split into `time_generate_s` and `time_tool_wait_s` in
+the proportion of the trajectories' summed seconds spent generating and waiting on tools (trajectories
+run concurrently, so their own sums exceed the wall-clock time).
 """
 
 from __future__ import annotations
@@ -107,6 +111,15 @@ class StepLoop:
                         done.add(body["tree_id"])
         return [await self.store.tree(step, tree_id) for tree_id in sorted(wanted)]
 
+    async def _generate_share(self, seeds: list[TreeSeed]) -> float:
+        """Of the trajectories' summed seconds, the share spent generating (the rest waited on tools)."""
+        generate = tool = 0.0
+        for seed in seeds:
+            meta = await self.store.meta(seed.step, seed.tree_id)
+            generate += float(meta.get("generate_s", 0.0))
+            tool += float(meta.get("tool_s", 0.0))
+        return generate / (generate + tool) if generate + tool > 0 else 1.0
+
     async def run_step(self, timeout_s: float = 3600.0) -> StepMetrics:
         started = time.perf_counter()
         seeds = self.seeds()
@@ -114,6 +127,7 @@ class StepLoop:
             await self.store.create(seed)
         trees = await self.wait_for(seeds, timeout_s)
         generated = time.perf_counter()
+        generate_share = await self._generate_share(seeds)
         s = self.state
         metrics = await asyncio.to_thread(
             train_on_trees, self.learner, trees, self.config, s.step, s.policy_version, self.rng
@@ -134,7 +148,8 @@ class StepLoop:
         )
         metrics = metrics.model_copy(
             update={
-                "time_generate_s": generated - started,
+                "time_generate_s": (generated - started) * generate_share,
+                "time_tool_wait_s": (generated - started) * (1.0 - generate_share),
                 "time_train_s": trained - generated,
                 "time_publish_s": published - trained,
                 "time_step_s": time.perf_counter() - started,

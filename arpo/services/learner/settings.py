@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from arpo.proto.base import Id
-from arpo.services.settings import settings_from_env
+from arpo.services.settings import settings_from_env, split_urls
 
 ENV_PREFIX = "ARPO_LEARNER_"
 
@@ -34,7 +34,7 @@ class LearnerSettings(BaseModel):
 
     @property
     def rollouts(self) -> list[str]:
-        return [u.strip() for u in self.rollout_urls.split(",") if u.strip()]
+        return split_urls(self.rollout_urls)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LearnerSettings:
