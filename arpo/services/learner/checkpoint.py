@@ -14,12 +14,13 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from arpo.services.learner.files import atomic_directory, save_weights
 
 LATEST = "latest"
 FILES = ("model.safetensors", "optimizer.pt")
@@ -39,13 +40,9 @@ class Resumed:
 def save(
     directory: Path, step: int, policy_version: int, data_position: int, model: Any, optimizer: Any
 ) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=directory))
-    try:
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / FILES[0]))
+    target = directory / f"step-{step}"
+    with atomic_directory(target) as tmp:
+        save_weights(model, tmp / FILES[0])
         torch.save(optimizer.state_dict(), tmp / FILES[1])
         meta = {
             "step": step,
@@ -56,11 +53,6 @@ def save(
             "files": {name: (tmp / name).stat().st_size for name in FILES},
         }
         (tmp / "state.json").write_text(json.dumps(meta))
-        target = directory / f"step-{step}"
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     previous = _latest_name(directory)
     pointer = directory / f".{LATEST}.tmp"
     pointer.write_text(target.name)

@@ -11,9 +11,6 @@ failing is named in `PublishError` (the caller excludes it from routing until it
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import torch
 
 from arpo.proto.rollout import ProbeSequence, WeightsStatus, WeightsUpdate
 from arpo.services.http import ServiceError
+from arpo.services.learner.files import atomic_directory, save_weights
 from arpo.services.rollout.client import RolloutClient
 
 WEIGHTS_FILE = "model.safetensors"
@@ -38,21 +36,9 @@ class PublishError(RuntimeError):
 
 def write_weights(model: Any, directory: Path, version: int) -> Path:
     """Write version `version` atomically; returns its directory. An existing version is an error."""
-    from safetensors.torch import save_file
-
     target = directory / f"v{version:06d}"
-    if target.exists():
-        raise FileExistsError(f"{target} exists: policy versions are written once")
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".v{version:06d}-", dir=directory))
-    try:
-        # clone(): tied tensors share storage, which safetensors refuses; each name gets its own copy.
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE))
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(target) as tmp:
+        save_weights(model, tmp / WEIGHTS_FILE)
     return target
 
 
