@@ -58,10 +58,12 @@ def load_prompts(ref: DatasetRef, default_metric: AnswerMetric) -> list[Prompt]:
 
 def batch_at(prompts: list[Prompt], position: int, size: int, seed: int) -> list[Prompt]:
     """`size` prompts starting at `position` of the endless seeded sequence (a new permutation per pass)."""
+    orders: dict[int, list[int]] = {}  # one permutation per pass touched (a batch spans at most a few)
     out = []
     for k in range(position, position + size):
         epoch, index = divmod(k, len(prompts))
-        order = list(range(len(prompts)))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        out.append(prompts[order[index]])
+        if epoch not in orders:
+            orders[epoch] = list(range(len(prompts)))
+            random.Random(seed * 1_000_003 + epoch).shuffle(orders[epoch])
+        out.append(prompts[orders[epoch][index]])
     return out
