@@ -48,13 +48,15 @@ FIELD = "body"
 
 _CREATE = """
 -- KEYS: meta, nodes, stream; ARGV: retention, size, initial, root node id, root node json,
---        answers json, metric, policy version, prompt id, then `initial` root request jsons
+--        answers json, metric, policy version, prompt id, root request template
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'size', ARGV[2], 'started', ARGV[3], 'finished', 0, 'dead', 0,
            'state', 'running', 'root', ARGV[4], 'answers', ARGV[6], 'metric', ARGV[7], 'version', ARGV[8],
            'prompt', ARGV[9])
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-for i = 10, #ARGV do redis.call('XADD', KEYS[3], '*', 'body', ARGV[i]) end
+for i = 0, tonumber(ARGV[3]) - 1 do
+  redis.call('XADD', KEYS[3], '*', 'body', (string.gsub(ARGV[10], '#N#', tostring(i))))
+end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return 1
 """
@@ -74,7 +76,7 @@ return granted
 
 _FINISH = """
 -- KEYS: meta, leaves, stream, completed; ARGV: retention, kind ('leaf' | 'dead'), leaf id or request id,
---        trajectory json (leaf), completed-entry json, then M refill request jsons (index = start order).
+--        trajectory json (leaf), completed-entry json, refill request template.
 -- Returns {counted (0/1), refilled, complete (0/1)}.
 local counted = 0
 if ARGV[2] == 'leaf' then
@@ -90,7 +92,9 @@ local size = tonumber(redis.call('HGET', KEYS[1], 'size'))
 local started = tonumber(redis.call('HGET', KEYS[1], 'started'))
 local refilled = 0
 if finished == started and started < size then
-  for i = started + 1, size do redis.call('XADD', KEYS[3], '*', 'body', ARGV[5 + i]) end
+  for i = started, size - 1 do
+    redis.call('XADD', KEYS[3], '*', 'body', (string.gsub(ARGV[6], '#N#', tostring(i))))
+  end
   refilled = size - started
   redis.call('HSET', KEYS[1], 'started', size)
 end
@@ -131,22 +135,29 @@ class Finish:
     complete: bool
 
 
-def root_requests(seed: TreeSeed | BranchRequest, root_id: str, kind: BranchKind, count: int) -> list[str]:
-    """The first `count` root (or refill) requests of a tree, numbered by start order."""
-    step, tree_id = seed.step, seed.tree_id
-    return [
-        BranchRequest(
-            run_id=seed.run_id,
-            step=step,
-            prompt_id=seed.prompt_id,
-            tree_id=tree_id,
-            parent_node_id=root_id,
-            kind=kind,
-            policy_version=seed.policy_version,
-            request_id=f"{tree_id}.t{i}",
-        ).model_dump_json()
-        for i in range(count)
-    ]
+START_INDEX = "#N#"
+"""Stands for the start index in a request template (`#` cannot occur in an id, so nothing else matches)."""
+
+
+def root_template(source: TreeSeed | BranchRequest, kind: BranchKind) -> str:
+    """A root (or refill) request of the tree, its id `<tree>.t<start index>` left for the Lua scripts to
+    fill in: the n-th trajectory started is `<tree>.t<n>`, whoever starts it."""
+    request = BranchRequest(
+        run_id=source.run_id,
+        step=source.step,
+        prompt_id=source.prompt_id,
+        tree_id=source.tree_id,
+        parent_node_id=root_id(source.tree_id),
+        kind=kind,
+        policy_version=source.policy_version,
+        request_id="placeholder",
+    )
+    body = request.model_dump_json()
+    return body.replace('"request_id":"placeholder"', f'"request_id":"{source.tree_id}.t{START_INDEX}"')
+
+
+def root_id(tree_id: str) -> str:
+    return f"{tree_id}.root"
 
 
 class TreeStore:
@@ -228,7 +239,7 @@ class TreeStore:
         meta, nodes, _ = self._keys(seed.step, seed.tree_id)
         zeros = [0] * len(seed.prompt_token_ids)
         root = TreeNode(
-            node_id=f"{seed.tree_id}.root",
+            node_id=root_id(seed.tree_id),
             parent_id=None,
             token_ids=seed.prompt_token_ids,
             loss_mask=zeros,
@@ -244,7 +255,7 @@ class TreeStore:
             root.model_dump_json(),
         ]
         args += [json.dumps(seed.answers), seed.metric.value, seed.policy_version, seed.prompt_id]
-        args += root_requests(seed, root.node_id, BranchKind.ROOT, seed.initial)
+        args.append(root_template(seed, BranchKind.ROOT))
         return bool(await self._create(keys=[meta, nodes, self.stream], args=args))
 
     async def meta(self, step: int, tree_id: str) -> dict[str, str]:
@@ -280,13 +291,12 @@ class TreeStore:
         """Count a finished trajectory (or, with None, a dead letter) once; refill and complete."""
         meta, _, leaves = self._keys(request.step, request.tree_id)
         completed = json.dumps({"run_id": request.run_id, "step": request.step, "tree_id": request.tree_id})
-        tree = await self.meta(request.step, request.tree_id)
         if trajectory is None:
             kind, ident, body = "dead", request.request_id, ""
         else:
             kind, ident, body = "leaf", trajectory.leaf_node_id, trajectory.model_dump_json()
-        args: list[Any] = [self.retention_s, kind, ident, body, completed]
-        args += root_requests(request, tree["root"], BranchKind.REFILL, int(tree["size"]))
+        refill = root_template(request, BranchKind.REFILL)
+        args: list[str | int] = [self.retention_s, kind, ident, body, completed, refill]
         counted, refilled, complete = await self._finish(
             keys=[meta, leaves, self.stream, self.completed], args=args
         )
