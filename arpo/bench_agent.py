@@ -157,14 +157,63 @@ def _tree_record(run_id: str, step: int, trees: list[Tree]) -> dict[str, Any]:
     }
 
 
+def _time_updates(learner: Any, seqs: list[Any], repeats: int) -> tuple[float, int]:
+    """Median seconds of one update after a warm-up, and peak memory in bytes."""
+    import resource
+
+    import torch
+
+    old = learner.logprobs(seqs)
+    learner.update(seqs, old)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        learner.update(seqs, old)
+        if learner.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if learner.device.type == "cuda":
+        return sorted(times)[len(times) // 2], torch.cuda.max_memory_allocated()
+    return sorted(times)[len(times) // 2], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _publish_record(learner: Any, shape: str, device: str, repeats: int) -> dict[str, Any]:
+    """Median seconds of writing `learner`'s weights as a published version, and s/GB."""
+    import tempfile
+    from pathlib import Path
+
+    from arpo.services.learner.publish import write_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for version in range(1, repeats + 1):
+            start = time.perf_counter()
+            path = write_weights(learner.weights(), Path(tmp), version)
+            times.append(time.perf_counter() - start)
+        size = sum(f.stat().st_size for f in path.iterdir())
+    seconds = sorted(times)[len(times) // 2]
+    return {
+        "bench": "learner-publish",
+        "path": "safetensors to disk",
+        "shape": shape,
+        "device": device,
+        "gb": round(size / 1e9, 3),
+        "seconds": round(seconds, 3),
+        "s_per_gb": round(seconds / (size / 1e9), 3),
+    }
+
+
 def bench_learner(shape: str, rows: int, seq_len: int, repeats: int, device: str) -> Iterator[dict[str, Any]]:
-    """`arpo bench learner`: training tokens/s of the torch backend on a random model of `shape`.
+    """`arpo bench learner`: training tokens/s of each backend on a random model of `shape`, side by side,
+    then the seconds per GB of publishing its weights (the safetensors write of a version).
 
     One optimizer step on `rows` sequences of `seq_len` tokens (the first quarter prompt, loss mask 0),
-    after a warm-up step; the median of `repeats`. Peak memory: the process's max RSS on CPU, the
-    allocator's peak on CUDA.
+    after a warm-up step; the median of `repeats`. Peak memory: the process's max RSS on CPU (so a later
+    backend's figure includes the earlier one's), the allocator's peak on CUDA. DeepSpeed (ZeRO-2, torch
+    AdamW) runs when it is installed.
     """
-    import resource
+    import copy
+    import importlib.util
 
     import torch
 
@@ -175,8 +224,7 @@ def bench_learner(shape: str, rows: int, seq_len: int, repeats: int, device: str
 
     dev = torch.device(device)
     tokenizer = tiny_tokenizer()
-    model = random_model(tokenizer, shape, max_positions=max(seq_len, 256)).to(dev)
-    learner = TorchLearner(model, RunConfig())
+    base = random_model(tokenizer, shape, max_positions=max(seq_len, 256)).to(dev)
     gen = torch.Generator().manual_seed(0)
     prompt = seq_len // 4
     seqs = [
@@ -191,30 +239,29 @@ def bench_learner(shape: str, rows: int, seq_len: int, repeats: int, device: str
         )
         for i in range(rows)
     ]
-    old = learner.logprobs(seqs)
-    learner.update(seqs, old)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        learner.update(seqs, old)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2]
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    yield {
-        "bench": "learner",
-        "backend": "torch",
-        "shape": shape,
-        "device": device,
-        "rows": rows,
-        "seq_len": seq_len,
-        "micro_batch_tokens": learner.token_budget,
-        "tokens_per_s": round(rows * seq_len / seconds, 1),
-        "peak_memory_mb": round(peak / 2**20),
-        "threads": torch.get_num_threads(),
-    }
+
+    def learners() -> Iterator[tuple[str, TorchLearner]]:
+        yield "torch", TorchLearner(copy.deepcopy(base), RunConfig())
+        if importlib.util.find_spec("deepspeed") is not None:
+            from arpo.services.learner.deepspeed_backend import DeepSpeedLearner, DeepSpeedOptions
+
+            yield "deepspeed-zero2", DeepSpeedLearner(copy.deepcopy(base), RunConfig(), DeepSpeedOptions())
+
+    last: TorchLearner | None = None
+    for backend, learner in learners():
+        seconds, peak = _time_updates(learner, seqs, repeats)
+        yield {
+            "bench": "learner",
+            "backend": backend,
+            "shape": shape,
+            "device": device,
+            "rows": rows,
+            "seq_len": seq_len,
+            "micro_batch_tokens": learner.token_budget,
+            "tokens_per_s": round(rows * seq_len / seconds, 1),
+            "peak_memory_mb": round(peak / 2**20),
+            "threads": torch.get_num_threads(),
+        }
+        last = learner
+    assert last is not None
+    yield _publish_record(last, shape, device, repeats)

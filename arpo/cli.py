@@ -242,7 +242,7 @@ def bench(
     generated corpus of `--documents` documents; queue: `--documents / 5` branch requests through one
     Redis stream and consumer group (4 consumers); tree: tool calls, tokens per leaf and prefix reuse of
     the completed trees of `--run` (in Redis: REDIS_URL or the local server); learner: training tokens/s
-    of the torch backend, `--batch` rows of `--new-tokens` tokens on a `--shape` model.
+    of the torch and DeepSpeed backends (`--batch` rows of `--new-tokens` tokens) and publish s/GB.
     """
     from arpo import bench as b
 

@@ -15,6 +15,11 @@ Two ways to credit tokens of the tree:
   each unique model token then weighs the same, whichever branch it sits on.
 
 The paper found SOFT more stable; HARD is not in the reference code.
+
+Because HARD trains each node once, a tree can also be trained as one packed row (`packed_tree`): every
+node's tokens once, in preorder, each token attending only to its own node's earlier tokens and to its
+ancestors' tokens, and predicted from the previous token on its root path. That is the per-leaf HARD
+loss without computing any shared prefix twice.
 """
 
 from __future__ import annotations
@@ -133,3 +138,48 @@ def entropy_aware_advantages(
     std = (((h - mean) ** 2 * m).sum() / n).sqrt()
     z = ((h - mean) / (std + eps)) * m
     return advantages * (1.0 + coef * z).to(advantages.dtype)
+
+
+@dataclass(frozen=True)
+class PackedTree:
+    """A whole tree as one row (HARD attribution): tokens of every node once, in preorder.
+
+    `node_of[t]` is the index (into preorder) of token t's node; `parent_of[i]` is node i's parent index
+    (-1 for the root). Token t may attend to token s <= t iff s's node is t's node or one of its
+    ancestors; `previous[t]` is the token t is predicted from (-1: none, the tree's first token), and
+    `positions[t]` its position on its root path.
+    """
+
+    token_ids: list[int]
+    loss_mask: list[int]
+    advantages: list[float]
+    node_of: list[int]
+    parent_of: list[int]
+    previous: list[int]
+    positions: list[int]
+
+
+def packed_tree(tree: TrajectoryTree, leaf_adv: Mapping[str, float]) -> PackedTree:
+    """`tree` packed for HARD attribution: the same loss, per token, as `tree_sequences(..., HARD)`."""
+    per_node = node_advantages(tree, leaf_adv)
+    index = {nid: i for i, nid in enumerate(tree.preorder)}
+    last_token: dict[str, int] = {}  # a node's last token, or its nearest ancestor's when it has none
+    out = PackedTree([], [], [], [], [], [], [])
+    depth: dict[str, int] = {}
+    for nid in tree.preorder:
+        seg = tree.node(nid)
+        parent = seg.parent_id
+        out.parent_of.append(-1 if parent is None else index[parent])
+        prev = -1 if parent is None else last_token[parent]
+        pos = 0 if parent is None else depth[parent]
+        for tok, m in zip(seg.token_ids, seg.loss_mask, strict=True):
+            out.token_ids.append(tok)
+            out.loss_mask.append(m)
+            out.advantages.append(per_node[nid] if m else 0.0)
+            out.node_of.append(index[nid])
+            out.previous.append(prev)
+            out.positions.append(pos)
+            prev = len(out.token_ids) - 1
+            pos += 1
+        last_token[nid], depth[nid] = prev, pos
+    return out

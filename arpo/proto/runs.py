@@ -77,6 +77,8 @@ class StepMetrics(Message):
     """Finished trajectories (leaves) in the step."""
     reward_mean: float
     """Mean leaf reward."""
+    reward_std: float = Field(0.0, ge=0)
+    """Standard deviation of the leaf rewards."""
     accuracy: float = Field(ge=0, le=1)
     """Fraction of leaves whose answer scored 1."""
     format_ok_rate: float = Field(ge=0, le=1)
@@ -89,12 +91,26 @@ class StepMetrics(Message):
     """Mean token entropy of model tokens."""
     entropy_after_tool_mean: float | None = None
     """Mean entropy of the first k tokens after tool results."""
+    entropy_elsewhere_mean: float | None = None
+    """Mean entropy of the other model tokens."""
+    response_tokens_mean: float = Field(0.0, ge=0)
+    """Mean response length (tokens after the prompt, tool results included) per leaf."""
+    response_tokens_max: int = Field(0, ge=0)
+    """Longest response of the step."""
+    advantage_mean: float | None = None
+    """Mean advantage over the trained tokens."""
+    advantage_std: float | None = None
+    """Standard deviation of the advantages over the trained tokens."""
+    policy_entropy: float | None = None
+    """Learner-side entropy of the policy on the trained tokens (during the update)."""
     policy_loss: float | None = None
     """Clipped-surrogate loss."""
     clip_fraction: float | None = None
     """Fraction of tokens whose ratio was clipped."""
     approx_kl: float | None = None
     """KL(old‖new) estimate over the update."""
+    ref_kl: float | None = None
+    """KL(policy‖reference) estimate (only with loss.kl_coef > 0)."""
     grad_norm: float | None = None
     """Gradient norm before clipping."""
     logprob_mismatch: float | None = None
@@ -111,6 +127,8 @@ class StepMetrics(Message):
     """Seconds spent publishing weights."""
     time_step_s: float | None = None
     """Wall-clock seconds of the whole step."""
+    train_tokens_per_s: float | None = None
+    """Tokens through the learner's forward/backward passes per second of training."""
 
 
 class RunStatus(Message):

@@ -35,7 +35,7 @@ CONFIG = RunConfig.model_validate(
 
 async def main(url: str, run_id: str, consumer: str) -> None:
     store = TreeStore(Redis.from_url(url), run_id, retention_s=3600)
-    ctx = Context(store, ScriptedGenerator(delay_s=0.005), ScriptedTools(), CharTokenizer(), CONFIG)
+    ctx = Context(store, ScriptedGenerator(delay_s=0.02), ScriptedTools(), CharTokenizer(), CONFIG)
     await Worker(ctx, consumer, max_inflight=16, idle_timeout_s=1.0, max_attempts=20, block_ms=100).run()
 
 

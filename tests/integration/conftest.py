@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from arpo.services.rollout.hf import HFEngine
 from arpo.tiny import save_tiny
@@ -22,3 +23,9 @@ def engine(tiny_model_dir: Path) -> HFEngine:
     # The dynamic-cache path; tests/integration/test_rollout_static.py covers the static one.
     device = os.environ.get("ARPO_TEST_DEVICE", "cpu")
     return HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device=device, static=False)
+
+
+@pytest.fixture
+def model(tiny_model_dir: Path) -> torch.nn.Module:
+    """The tiny model in fp32 on CPU, for the learner tests."""
+    return HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu", static=False).model

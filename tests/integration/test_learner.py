@@ -11,10 +11,14 @@ import pytest
 import torch
 
 from arpo.config import RunConfig
-from arpo.core.advantages import AdvantageMode
-from arpo.proto.tree import Trajectory, Tree, TreeNode
+from arpo.core.advantages import AdvantageMode, leaf_advantages, tree_sequences
 from arpo.services.learner import checkpoint
-from arpo.services.learner.batches import micro_batches, tree_batch, with_entropy_aware_advantages
+from arpo.services.learner.batches import (
+    TrainSequence,
+    micro_batches,
+    tree_batch,
+    with_entropy_aware_advantages,
+)
 from arpo.services.learner.publish import probe, publish
 from arpo.services.learner.step import train_on_trees
 from arpo.services.learner.torch_backend import TorchLearner
@@ -22,55 +26,7 @@ from arpo.services.rollout.app import create_app
 from arpo.services.rollout.client import RolloutClient
 from arpo.services.rollout.hf import HFEngine
 from arpo.services.rollout.settings import RolloutSettings
-
-
-def node(node_id: str, parent: str | None, tokens: list[int], model: bool) -> TreeNode:
-    n = len(tokens)
-    return TreeNode(
-        node_id=node_id,
-        parent_id=parent,
-        token_ids=tokens,
-        loss_mask=[int(model)] * n,
-        logprobs=[-1.0 if model else 0.0] * n,
-        entropies=[0.0] * n,
-    )
-
-
-def make_tree(branching: bool) -> Tree:
-    g = torch.Generator().manual_seed(3)
-
-    def toks(k: int) -> list[int]:
-        return torch.randint(5, 300, (k,), generator=g).tolist()
-
-    nodes = [node("r", None, toks(6), False), node("a", "r", toks(5), True), node("a1", "a", toks(4), True)]
-    leaves = {"a1": 1.0}
-    if branching:
-        nodes += [node("a2", "a", toks(3), True), node("b", "r", toks(7), True)]
-        leaves |= {"a2": 0.0, "b": 0.5}
-    else:
-        nodes += [node("b", "r", toks(7), True), node("c", "r", toks(2), True)]
-        leaves |= {"b": 0.0, "c": 0.5}
-    core_paths = {n.node_id: n.parent_id for n in nodes}
-
-    def path(leaf: str) -> list[str]:
-        out = [leaf]
-        while (parent := core_paths[out[-1]]) is not None:
-            out.append(parent)
-        return out[::-1]
-
-    trajectories = [Trajectory(leaf_node_id=k, node_ids=path(k), reward=v) for k, v in leaves.items()]
-    return Tree(
-        run_id="r", step=0, prompt_id="p", tree_id="t", budget=3, nodes=nodes, trajectories=trajectories
-    )
-
-
-@pytest.fixture
-def model(tiny_model_dir: Path) -> torch.nn.Module:
-    return HFEngine.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu", static=False).model
-
-
-def config(lr: float = 1e-4) -> RunConfig:
-    return RunConfig.model_validate({"optim": {"lr": lr, "weight_decay": 0.0}})
+from tests.integration.learner_helpers import config, make_tree
 
 
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -113,6 +69,51 @@ def test_soft_and_hard_give_the_same_gradients_without_branching(model: torch.nn
         torch.testing.assert_close(a, b)
 
 
+def test_a_packed_tree_trains_exactly_like_its_hard_leaf_sequences(model: torch.nn.Module) -> None:
+    tree = make_tree(branching=True)
+    packed = tree_batch(tree, AdvantageMode.HARD)
+    assert len(packed) == 1 and packed[0].packing is not None
+    assert len(packed[0].token_ids) == sum(len(n.token_ids) for n in tree.nodes)  # no prefix twice
+    core = tree.to_core()
+    leaf_adv = leaf_advantages(core, {t.leaf_node_id: float(t.reward or 0) for t in tree.trajectories})
+    by_leaf = [
+        TrainSequence("t", s.leaf_id, s.token_ids, s.loss_mask, s.advantages, [0.0] * len(s.token_ids), [])
+        for s in tree_sequences(core, leaf_adv, AdvantageMode.HARD)
+    ]
+    out = []
+    for seqs in (packed, by_leaf):
+        m = copy.deepcopy(model)
+        learner = TorchLearner(m, config())
+        old = learner.logprobs(seqs)
+        stats = learner.update(seqs, [[lp - 0.1 for lp in row] for row in old])  # ratios away from 1
+        out.append((stats, grads(m), old))
+    (packed_stats, packed_grads, packed_old), (leaf_stats, leaf_grads, leaf_old) = out
+    assert packed_stats.tokens == leaf_stats.tokens == core.count_model_tokens()
+    assert packed_stats.loss == pytest.approx(leaf_stats.loss, rel=1e-5)
+    # The packed row's log-prob of a node's token equals its log-prob in the leaf sequence owning it.
+    a1 = [lp for lp, m in zip(leaf_old[0], by_leaf[0].loss_mask, strict=True) if m]
+    a2 = [lp for lp, m in zip(leaf_old[1], by_leaf[1].loss_mask, strict=True) if m]
+    b = [lp for lp, m in zip(leaf_old[2], by_leaf[2].loss_mask, strict=True) if m]
+    mine = [lp for lp, m in zip(packed_old[0], packed[0].loss_mask, strict=True) if m]
+    assert mine == pytest.approx(a1 + a2 + b, abs=1e-5)  # preorder: r, a, a1, a2, b
+    for x, y in zip(packed_grads, leaf_grads, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_a_kl_reference_is_the_initial_policy(model: torch.nn.Module) -> None:
+    cfg = RunConfig.model_validate({"optim": {"lr": 1e-3, "weight_decay": 0.0}, "loss": {"kl_coef": 0.1}})
+    learner = TorchLearner(model, cfg)
+    seqs = tree_batch(make_tree(branching=True), AdvantageMode.SOFT)
+    assert learner.reference_logprobs(seqs) == learner.logprobs(seqs)
+    with pytest.raises(ValueError, match="needs the reference log-probs"):
+        learner.update(seqs, learner.logprobs(seqs))
+    first = learner.update(seqs, learner.logprobs(seqs), learner.reference_logprobs(seqs))
+    assert first.ref_kl == pytest.approx(0.0, abs=1e-7)
+    second = learner.update(seqs, learner.logprobs(seqs), learner.reference_logprobs(seqs))
+    assert second.ref_kl > 1e-6  # the policy moved, the reference did not
+    assert TorchLearner(copy.deepcopy(model), config()).reference is None  # off by default
+
+
 def test_the_step_does_not_depend_on_the_micro_batching(model: torch.nn.Module) -> None:
     seqs = tree_batch(make_tree(branching=True), AdvantageMode.HARD)
     out = []
@@ -138,11 +139,11 @@ def test_publish_a_version_the_rollout_server_serves_exactly(
     async def go() -> None:
         app = create_app(server, RolloutSettings(model="tiny"))
         async with RolloutClient.in_process(app, timeout_s=60) as client:
-            statuses = await publish(model, 1, tmp_path / "weights", {"local": client}, probe_ids)
+            statuses = await publish(learner, 1, tmp_path / "weights", {"local": client}, probe_ids)
             assert statuses["local"].accepted and statuses["local"].policy_version == 1
             assert (await client.health())["policy_version"] == 1
             with pytest.raises(FileExistsError):  # a version is written once
-                await publish(model, 1, tmp_path / "weights", {"local": client}, probe_ids)
+                await publish(learner, 1, tmp_path / "weights", {"local": client}, probe_ids)
 
     asyncio.run(go())
     want = probe(model, probe_ids).logprobs
@@ -159,10 +160,10 @@ def test_resume_gives_the_same_weights_as_running_straight(model: torch.nn.Modul
         straight.update(seqs, straight.logprobs(seqs))
     first = TorchLearner(copy.deepcopy(model), config(lr=1e-3))
     first.update(seqs, first.logprobs(seqs))
-    checkpoint.save(tmp_path, 1, 1, 8, first.model, first.optimizer)
+    checkpoint.save(tmp_path, 1, 1, 8, first)
     del first  # the learner "dies"
     resumed = TorchLearner(copy.deepcopy(model), config(lr=1e-3))
-    state = checkpoint.load(tmp_path, resumed.model, resumed.optimizer)
+    state = checkpoint.load(tmp_path, resumed)
     assert state == checkpoint.Resumed(step=1, policy_version=1, data_position=8)
     resumed.update(seqs, resumed.logprobs(seqs))
     for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
@@ -173,23 +174,24 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_kept(
     model: torch.nn.Module, tmp_path: Path
 ) -> None:
     learner = TorchLearner(model, config())
-    assert checkpoint.load(tmp_path, learner.model, learner.optimizer) is None
-    checkpoint.save(tmp_path, 1, 1, 0, learner.model, learner.optimizer)
+    assert checkpoint.load(tmp_path, learner) is None
+    checkpoint.save(tmp_path, 1, 1, 0, learner)
 
-    class Broken:
-        def state_dict(self) -> dict[str, object]:
+    class Broken(TorchLearner):
+        def save_state(self, directory: Path) -> None:
+            (directory / "model.safetensors").write_bytes(b"half")
             raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):  # a save that dies half-way...
-        checkpoint.save(tmp_path, 2, 2, 0, learner.model, Broken())
+        checkpoint.save(tmp_path, 2, 2, 0, Broken(model, config()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-1"]  # ...leaves the previous
-    assert checkpoint.load(tmp_path, learner.model, learner.optimizer) == checkpoint.Resumed(1, 1, 0)
-    second = checkpoint.save(tmp_path, 2, 2, 0, learner.model, learner.optimizer)
+    assert checkpoint.load(tmp_path, learner) == checkpoint.Resumed(1, 1, 0)
+    second = checkpoint.save(tmp_path, 2, 2, 0, learner)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-2"]
     with (second / "optimizer.pt").open("r+b") as f:
         f.truncate(10)
     with pytest.raises(checkpoint.CheckpointError, match=r"step-2/optimizer.pt: missing or truncated"):
-        checkpoint.load(tmp_path, learner.model, learner.optimizer)
+        checkpoint.load(tmp_path, learner)
 
 
 def test_train_on_trees_reports_the_step(model: torch.nn.Module) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 from arpo.config import RunConfig
 from arpo.core.rewards import AnswerMetric
@@ -61,14 +63,15 @@ def test_two_steps_then_a_resumed_third(
     run_id = f"loop-{uuid.uuid4().hex[:8]}"
     prompts = load_prompts(dataset(tmp_path), AnswerMetric.F1)
 
-    def loop(redis: Redis) -> StepLoop:
+    def loop(redis: Redis, tensorboard: SummaryWriter | None = None) -> StepLoop:
         model = HFEngine.from_pretrained(
             str(tiny_model_dir), dtype="float32", device="cpu", static=False
         ).model
         learner = TorchLearner(model, CONFIG)
         store = TreeStore(redis, run_id, retention_s=600)
+        render = CharTokenizer().encode
         return StepLoop(
-            store, learner, CONFIG, prompts, CharTokenizer().encode, {}, tmp_path / "run", [1, 2, 3, 4]
+            store, learner, CONFIG, prompts, render, {}, tmp_path / "run", [1, 2, 3, 4], tensorboard
         )
 
     async def go() -> tuple[list[StepMetrics], list[StepMetrics], LoopState]:
@@ -77,7 +80,9 @@ def test_two_steps_then_a_resumed_third(
         ctx = Context(store, ScriptedGenerator(), ScriptedTools(), CharTokenizer(), CONFIG)  # type: ignore[arg-type]
         worker = Worker(ctx, "w", max_inflight=8, block_ms=50)
         work = asyncio.create_task(worker.run())
-        first = await loop(redis).run(2)
+        writer = SummaryWriter(str(tmp_path / "tb"))
+        first = await loop(redis, writer).run(2)
+        writer.close()
         again = loop(redis)  # a new learner process: resumes from the checkpoint
         resumed = again.resume()
         third = await again.run(3)
@@ -98,6 +103,11 @@ def test_two_steps_then_a_resumed_third(
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["v000001", "v000002", "v000003"]
     assert (run / "checkpoints" / "latest").read_text() == "step-3"
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    rewards = events.Scalars("arpo/reward_mean")
+    assert [(e.step, e.value) for e in rewards] == [(0, pytest.approx(1.0)), (1, pytest.approx(1.0))]
+    assert len(events.Scalars("arpo/time_train_s")) == 2
 
     async def cleanup() -> int:
         redis = Redis.from_url(redis_server.url)

@@ -15,6 +15,7 @@ from arpo.core.advantages import (
     group_advantages,
     leaf_advantages,
     node_advantages,
+    packed_tree,
     tree_sequences,
 )
 from arpo.core.tree import Segment, TrajectoryTree
@@ -151,6 +152,38 @@ def test_hard_equals_soft_without_branching(case: tuple[TrajectoryTree, dict[str
     assert tree_sequences(tree, leaf_adv, AdvantageMode.HARD) == tree_sequences(
         tree, leaf_adv, AdvantageMode.SOFT
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_trees())
+def test_a_packed_tree_trains_what_the_hard_sequences_train(
+    case: tuple[TrajectoryTree, dict[str, float]],
+) -> None:
+    """Every trained token: same context (followed back through `previous`), token and advantage."""
+    tree, rewards = case
+    leaf_adv = leaf_advantages(tree, rewards)
+    packed = packed_tree(tree, leaf_adv)
+    assert len(packed.token_ids) == sum(len(tree.node(n).token_ids) for n in tree.preorder)
+
+    def context(t: int) -> tuple[int, ...]:
+        out = []
+        while (t := packed.previous[t]) >= 0:
+            out.append(packed.token_ids[t])
+        return tuple(reversed(out))
+
+    trained = sorted(
+        (context(t), packed.token_ids[t], round(packed.advantages[t], 9))
+        for t in range(len(packed.token_ids))
+        if packed.loss_mask[t]
+    )
+    assert all(packed.positions[t] == len(context(t)) for t in range(len(packed.token_ids)))
+    want = sorted(
+        (tuple(s.token_ids[:i]), s.token_ids[i], round(s.advantages[i], 9))
+        for s in tree_sequences(tree, leaf_adv, AdvantageMode.HARD)
+        for i in range(len(s.token_ids))
+        if s.loss_mask[i]
+    )
+    assert trained == want
 
 
 def test_missing_reward_is_named() -> None:

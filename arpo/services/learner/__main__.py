@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -72,6 +73,27 @@ def load_policy(spec: RunSpec, device: str | None) -> tuple[Any, TokenizedEngine
     return model.to(dev), TokenizedEngine(tokenizer, ref.name_or_path)
 
 
+def make_learner(model: Any, spec: RunSpec, settings: LearnerSettings) -> TorchLearner:
+    """The configured backend around `model`."""
+    if settings.backend == "torch":
+        return TorchLearner(model, spec.config)
+    import torch
+
+    from arpo.services.learner.deepspeed_backend import DeepSpeedLearner, DeepSpeedOptions
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "ARPO_LEARNER_BACKEND=deepspeed: the step loop runs in one process; data-parallel ranks are "
+            "supported by the update (DeepSpeedLearner) but not yet by the loop: launch one process"
+        )
+    options = DeepSpeedOptions(
+        zero_stage=settings.zero_stage,
+        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
+    return DeepSpeedLearner(model, spec.config, options)
+
+
 async def serve(settings: LearnerSettings) -> int:
     redis = Redis.from_url(settings.redis_url or connect_or_start().url)
     spec = await load_spec(settings, redis)
@@ -84,7 +106,12 @@ async def serve(settings: LearnerSettings) -> int:
     servers = {url: RolloutClient(url) for url in settings.rollouts}
     directory = Path(settings.directory) / settings.run_id
     probe_ids = render(prompts[0].question)[:PROBE_TOKENS]
-    learner = TorchLearner(model, spec.config)
+    learner = make_learner(model, spec, settings)
+    writer = None
+    if settings.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(directory / "tensorboard"))
     loop = StepLoop(
         TreeStore(redis, settings.run_id),
         learner,
@@ -94,6 +121,7 @@ async def serve(settings: LearnerSettings) -> int:
         servers,
         directory,
         probe_ids,
+        writer,
     )
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, loop.stop)
     state = loop.resume()
@@ -106,6 +134,8 @@ async def serve(settings: LearnerSettings) -> int:
     finally:
         for client in servers.values():
             await client.close()
+        if writer is not None:
+            writer.close()
         await redis.aclose()
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise
 
 
-def save_weights(model: Any, path: Path) -> None:
-    """The full state dict as safetensors; tied tensors each get their own copy (safetensors refuses shared
+def save_weights(state: Mapping[str, Any], path: Path) -> None:
+    """A full state dict as safetensors; tied tensors each get their own copy (safetensors refuses shared
     storage, and vLLM needs lm_head written out even when it is tied)."""
     from safetensors.torch import save_file
 
-    save_file(
-        {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}, str(path)
-    )
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}, str(path))

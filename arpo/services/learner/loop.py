@@ -53,9 +53,12 @@ class StepLoop:
         servers: dict[str, RolloutClient],
         directory: Path,
         probe_ids: list[int],
+        tensorboard: Any | None = None,
     ) -> None:
+        """`tensorboard`: a SummaryWriter (or anything with add_scalar and flush) for each step's metrics."""
         self.store, self.learner, self.config, self.prompts = store, learner, config, prompts
         self.render, self.servers, self.directory, self.probe_ids = render, servers, directory, probe_ids
+        self.tensorboard = tensorboard
         self.state = LoopState()
         self.rng = random.Random(config.seed)
         self._stopping = False
@@ -65,7 +68,7 @@ class StepLoop:
         self._stopping = True
 
     def resume(self) -> LoopState:
-        resumed = checkpoint.load(self.directory / "checkpoints", self.learner.model, self.learner.optimizer)
+        resumed = checkpoint.load(self.directory / "checkpoints", self.learner)
         if resumed is not None:
             self.state = LoopState(resumed.step, resumed.policy_version, resumed.data_position)
         return self.state
@@ -134,7 +137,7 @@ class StepLoop:
         )
         trained = time.perf_counter()
         version = s.policy_version + 1
-        await publish(self.learner.model, version, self.directory / "weights", self.servers, self.probe_ids)
+        await publish(self.learner, version, self.directory / "weights", self.servers, self.probe_ids)
         published = time.perf_counter()
         self.state = LoopState(s.step + 1, version, s.data_position + len(seeds))
         await asyncio.to_thread(
@@ -143,8 +146,7 @@ class StepLoop:
             self.state.step,
             version,
             self.state.data_position,
-            self.learner.model,
-            self.learner.optimizer,
+            self.learner,
         )
         metrics = metrics.model_copy(
             update={
@@ -156,6 +158,11 @@ class StepLoop:
             }
         )
         await self.store.redis.xadd(keys.run_metrics(self.store.run_id), {"body": metrics.model_dump_json()})
+        if self.tensorboard is not None:
+            for name, value in metrics.model_dump(exclude={"step"}).items():
+                if isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"arpo/{name}", value, metrics.step)
+            self.tensorboard.flush()
         return metrics
 
     async def run(self, steps: int, step_timeout_s: float = 3600.0) -> list[StepMetrics]:

@@ -11,7 +11,7 @@ failing is named in `PublishError` (the caller excludes it from routing until it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ import torch
 from arpo.proto.rollout import ProbeSequence, WeightsStatus, WeightsUpdate
 from arpo.services.http import ServiceError
 from arpo.services.learner.files import atomic_directory, save_weights
+from arpo.services.learner.torch_backend import WEIGHTS_FILE, TorchLearner
 from arpo.services.rollout.client import RolloutClient
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 class PublishError(RuntimeError):
@@ -34,11 +33,11 @@ class PublishError(RuntimeError):
         self.failed = failed
 
 
-def write_weights(model: Any, directory: Path, version: int) -> Path:
+def write_weights(weights: Mapping[str, torch.Tensor], directory: Path, version: int) -> Path:
     """Write version `version` atomically; returns its directory. An existing version is an error."""
     target = directory / f"v{version:06d}"
     with atomic_directory(target) as tmp:
-        save_weights(model, tmp / WEIGHTS_FILE)
+        save_weights(weights, tmp / WEIGHTS_FILE)
     return target
 
 
@@ -64,7 +63,7 @@ async def _push(client: RolloutClient, update: WeightsUpdate, retries: int) -> W
 
 
 async def publish(
-    model: Any,
+    learner: TorchLearner,
     version: int,
     directory: Path,
     servers: dict[str, RolloutClient],
@@ -72,8 +71,8 @@ async def publish(
     retries: int = 2,
 ) -> dict[str, WeightsStatus]:
     """Write `version` and have every server load it; PublishError names the servers that did not."""
-    path = await asyncio.to_thread(write_weights, model, directory, version)
-    update = WeightsUpdate(path=str(path), policy_version=version, probe=probe(model, probe_ids))
+    path = await asyncio.to_thread(write_weights, learner.weights(), directory, version)
+    update = WeightsUpdate(path=str(path), policy_version=version, probe=probe(learner.model, probe_ids))
     names = list(servers)
     results = await asyncio.gather(
         *(_push(servers[n], update, retries) for n in names), return_exceptions=True

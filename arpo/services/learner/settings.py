@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,14 @@ class LearnerSettings(BaseModel):
     """Redis (default: REDIS_URL, else 127.0.0.1:6379 or a local server)."""
     step_timeout_s: float = Field(3600.0, gt=0)
     """Longest wait for a step's trees."""
+    backend: Literal["torch", "deepspeed"] = "torch"
+    """torch (one device; the CPU default) or deepspeed (ZeRO; bf16 when the model's dtype is bf16)."""
+    zero_stage: int = Field(2, ge=0, le=3)
+    """DeepSpeed ZeRO stage."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about a third more compute)."""
+    tensorboard: bool = True
+    """Write each step's metrics as TensorBoard scalars to `<directory>/<run_id>/tensorboard`."""
 
     @property
     def rollouts(self) -> list[str]:
