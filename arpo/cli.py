@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from arpo.cli_runs import register as register_run_commands
 from arpo.config import ConfigError, RunConfig, load_config
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def demo(
     segment_tokens: Annotated[int, typer.Option(min=1, max=64, help="Tokens per segment.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the demo's single update.")] = 3e-3,
 ) -> None:
-    """The ARPO core end to end on a random tiny model (a self-check until the embedded run lands)."""
+    """ARPO's forking and one update on a random tiny model with a scripted tool (`arpo run` is the platform)."""
     from arpo.demo import run_demo
 
     cfg = _load(config) if config else RunConfig.model_validate(DEMO_DEFAULTS)
@@ -158,7 +159,7 @@ def _planned(name: str, milestone: str) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="rollout, tools, agent or learner (controller: coming).")],
+    service: Annotated[str, typer.Argument(help="rollout, tools, agent, learner or controller.")],
 ) -> None:
     """Run one service, exactly as `python -m arpo.services.<service>` (settings from ARPO_* variables)."""
     match service:
@@ -179,8 +180,9 @@ def serve(
 
             raise typer.Exit(learner_main())
         case "controller":
-            errors.print(f"`arpo serve {service}` is not available yet: it arrives with milestone 6/10.")
-            raise typer.Exit(2)
+            from arpo.services.controller.__main__ import main as controller_main
+
+            raise typer.Exit(controller_main())
         case _:
             errors.print(f"unknown service {service!r}: choose rollout, tools, agent, learner or controller")
             raise typer.Exit(2)
@@ -295,8 +297,8 @@ def bench(
                 f.write(line + "\n")
 
 
+register_run_commands(app)
 for _name, _milestone in (
-    ("run", "6/10 (embedded run and --remote)"),
     ("sft", "7/10"),
     ("eval", "10/10"),
     ("analyze", "10/10"),

@@ -1,6 +1,6 @@
 """`arpo demo`: the ARPO core end to end on a random tiny model, in one process, in seconds.
 
-A self-check of the algorithm until the embedded platform run lands; it is not that run. What is real:
+A self-check of the algorithm on a scripted tool; `arpo run` is the platform's embedded run. What is real:
 token sampling with exact per-token entropy from the logits, ARPO's entropy-based forking after tool
 results under the budget M (and GRPO at the same M for comparison), the trajectory trees, GRPO
 advantages with soft or hard attribution, the clipped policy loss and one AdamW step, and a check that

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: install, then run the embedded ARPO demo on CPU (arguments go to `arpo demo`).
+# The main job: install, then an embedded ARPO run on CPU (arguments go to `arpo run`, e.g. --steps 5).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
-exec "${ARPO_VENV:-$ROOT/.venv}/bin/arpo" demo "$@"
+exec "${ARPO_VENV:-$ROOT/.venv}/bin/arpo" run "$ROOT/configs/runs/embedded.yaml" "$@"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from redis.asyncio import Redis
+
 from arpo.proto.rollout import GenerateRequest, GenerateResponse
+from arpo.services.controller.app import create_app as create_controller_app
+from arpo.services.controller.settings import ControllerSettings
 from arpo.services.rollout.app import create_app
 from arpo.services.rollout.settings import RolloutSettings
 from arpo.services.tools.app import create_app as create_tools_app
@@ -40,7 +44,10 @@ def openapi_documents() -> dict[str, str]:
     unstarted = Sandbox(tools_settings, Plan(IsolationMode.NAMESPACES, "python3", root=False, bwrap=None))
     searcher = Searcher({"searxng": SearXNG("http://unused.invalid", 1, 1)}, "searxng", 100)
     tools = create_tools_app(unstarted, searcher, tools_settings)
+    # A Redis client connects on first use: building the app to read its routes never does.
+    controller = create_controller_app(Redis(), ControllerSettings(auth_disabled=True))
+    apps = {"rollout": rollout, "tools": tools, "controller": controller}
     return {
-        name: json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
-        for name, app in (("rollout.openapi.json", rollout), ("tools.openapi.json", tools))
+        f"{name}.openapi.json": json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+        for name, app in apps.items()
     }

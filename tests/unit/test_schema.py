@@ -33,11 +33,13 @@ def test_export_removes_stale_files(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("kept")
     documents = openapi_documents()
     written = export_schemas(tmp_path, documents)
-    assert len(written) == len(MESSAGES) + len(documents) == len(MESSAGES) + 2
+    assert len(written) == len(MESSAGES) + len(documents) == len(MESSAGES) + 3
     rollout = json.loads((tmp_path / "rollout.openapi.json").read_text())
     assert {"/v1/generate", "/v1/weights", "/v1/completions", "/v1/chat/completions"} <= set(rollout["paths"])
     tools = json.loads((tmp_path / "tools.openapi.json").read_text())
     assert {"/v1/python", "/v1/search", "/v1/batch", "/healthz", "/metrics"} <= set(tools["paths"])
+    controller = json.loads((tmp_path / "controller.openapi.json").read_text())
+    assert {"/v1/runs", "/v1/runs/{run_id}/stop", "/v1/runs/{run_id}/events"} <= set(controller["paths"])
     assert not (tmp_path / "Gone.schema.json").exists() and (tmp_path / "README.md").exists()
     tree = json.loads((tmp_path / "Tree.schema.json").read_text())
     assert tree["additionalProperties"] is False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from arpo.builtins import resolve_model
 from arpo.config import ConfigError, RunConfig, load_config
 from arpo.localredis import connect_or_start
 from arpo.proto import keys
@@ -49,7 +50,7 @@ async def serve(settings: AgentSettings) -> int:
     tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
     from transformers import AutoTokenizer
 
-    tokenizer = TokenizedEngine(AutoTokenizer.from_pretrained(tokenizer_name), tokenizer_name)
+    tokenizer = TokenizedEngine(AutoTokenizer.from_pretrained(resolve_model(tokenizer_name)), tokenizer_name)
     ctx = Context(TreeStore(redis, settings.run_id), pool, tools, tokenizer, config)
     worker = Worker(
         ctx,

@@ -1,19 +1,18 @@
-"""`python -m arpo.services.learner`: the learner of one run (settings: ARPO_LEARNER_*).
+"""`python -m arpo.services.learner`: the learner (settings: ARPO_LEARNER_*).
 
-Loads the run's spec (a file, or the run's spec in Redis), the policy and its tokenizer by name or path,
-the prompts, and runs the step loop until `optim.total_steps`, resuming from the last checkpoint. SIGTERM
-finishes the current step (its checkpoint included) and exits.
+With ARPO_LEARNER_RUN_ID it trains that run (its spec from ARPO_LEARNER_SPEC or Redis) and exits;
+without, it claims pending runs from the controller's registry, one after another. Each run resumes
+from its last checkpoint (`service.train_run`). SIGTERM finishes the current step (its checkpoint
+included) and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -23,13 +22,12 @@ from arpo.config import ConfigError
 from arpo.localredis import connect_or_start
 from arpo.proto import keys
 from arpo.proto.runs import RunSpec
-from arpo.services.agent.store import TreeStore
-from arpo.services.learner.data import DatasetError, load_prompts
+from arpo.services.controller.registry import RunRegistry
+from arpo.services.learner.data import DatasetError
 from arpo.services.learner.loop import StepLoop
+from arpo.services.learner.service import train_run
 from arpo.services.learner.settings import LearnerSettings
-from arpo.services.learner.torch_backend import TorchLearner
 from arpo.services.rollout.client import RolloutClient
-from arpo.services.rollout.engine import TokenizedEngine
 
 log = logging.getLogger("arpo.learner")
 PROBE_TOKENS = 64
@@ -47,95 +45,49 @@ async def load_spec(settings: LearnerSettings, redis: Redis) -> RunSpec:
             raise ConfigError(
                 f"ARPO_LEARNER_SPEC: {path}: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
             ) from None
-    raw = await redis.get(keys.run_spec(settings.run_id))
+    raw = await redis.get(keys.run_spec(settings.run_id or ""))
     if raw is None:
         raise ConfigError(f"ARPO_LEARNER_SPEC: unset, and run {settings.run_id!r} has no spec in Redis")
     return RunSpec.model_validate_json(raw)
 
 
-def load_policy(spec: RunSpec, device: str | None) -> tuple[Any, TokenizedEngine]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from arpo.services.rollout.hf import resolve_dtype
-
-    ref = spec.model
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(
-        ref.name_or_path, revision=ref.revision, trust_remote_code=ref.trust_remote_code
-    )
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        ref.name_or_path,
-        revision=ref.revision,
-        dtype=resolve_dtype(ref.dtype, dev),
-        trust_remote_code=ref.trust_remote_code,
-    )
-    return model.to(dev), TokenizedEngine(tokenizer, ref.name_or_path)
-
-
-def make_learner(model: Any, spec: RunSpec, settings: LearnerSettings) -> TorchLearner:
-    """The configured backend around `model`."""
-    if settings.backend == "torch":
-        return TorchLearner(model, spec.config)
-    import torch
-
-    from arpo.services.learner.deepspeed_backend import DeepSpeedLearner, DeepSpeedOptions
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "ARPO_LEARNER_BACKEND=deepspeed: the step loop runs in one process; data-parallel ranks are "
-            "supported by the update (DeepSpeedLearner) but not yet by the loop: launch one process"
-        )
-    options = DeepSpeedOptions(
-        zero_stage=settings.zero_stage,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
-        gradient_checkpointing=settings.gradient_checkpointing,
-    )
-    return DeepSpeedLearner(model, spec.config, options)
-
-
 async def serve(settings: LearnerSettings) -> int:
+    """Train ARPO_LEARNER_RUN_ID, or claim pending runs from the registry one after another."""
     redis = Redis.from_url(settings.redis_url or connect_or_start().url)
-    spec = await load_spec(settings, redis)
-    prompts = load_prompts(spec.dataset, spec.config.reward.default_metric)
-    model, tokens = load_policy(spec, settings.device)
-
-    def render(question: str) -> list[int]:
-        return tokens.chat_prompt([{"role": "user", "content": question}])
-
+    registry = RunRegistry(redis)
     servers = {url: RolloutClient(url) for url in settings.rollouts}
-    directory = Path(settings.directory) / settings.run_id
-    probe_ids = render(prompts[0].question)[:PROBE_TOKENS]
-    learner = make_learner(model, spec, settings)
-    writer = None
-    if settings.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    stopping = asyncio.Event()
+    current: list[StepLoop] = []
 
-        writer = SummaryWriter(str(directory / "tensorboard"))
-    loop = StepLoop(
-        TreeStore(redis, settings.run_id),
-        learner,
-        spec.config,
-        prompts,
-        render,
-        servers,
-        directory,
-        probe_ids,
-        writer,
-    )
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, loop.stop)
-    state = loop.resume()
-    log.info(
-        "learner for run %s at step %d (policy version %d)", settings.run_id, state.step, state.policy_version
-    )
+    def on_sigterm() -> None:
+        stopping.set()
+        for loop in current:
+            loop.stop()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        for metrics in await loop.run(spec.config.optim.total_steps, settings.step_timeout_s):
-            log.info("step %d: reward %.3f, loss %s", metrics.step, metrics.reward_mean, metrics.policy_loss)
+        while not stopping.is_set():
+            if settings.run_id is not None:
+                run_id, spec = settings.run_id, await load_spec(settings, redis)
+            else:
+                claimed = await registry.claim(settings.name)
+                if claimed is None:
+                    await asyncio.sleep(settings.poll_s)
+                    continue
+                run_id, spec = claimed.run_id, await registry.spec(claimed.run_id)
+                log.info("claimed run %s", run_id)
+            try:
+                await train_run(redis, run_id, spec, settings, servers, settings.name, current.append)
+            except (ValueError, ConfigError, DatasetError, OSError) as err:
+                if settings.run_id is not None:
+                    raise
+                log.error("run %s failed: %s", run_id, err)  # recorded in the registry; next run
+            current.clear()
+            if settings.run_id is not None:
+                break
     finally:
         for client in servers.values():
             await client.close()
-        if writer is not None:
-            writer.close()
         await redis.aclose()
     return 0
 

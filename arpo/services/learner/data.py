@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from arpo.builtins import resolve_dataset
 from arpo.core.rewards import AnswerMetric
 from arpo.proto.runs import DatasetRef
 
@@ -30,7 +31,7 @@ class Prompt:
 
 
 def load_prompts(ref: DatasetRef, default_metric: AnswerMetric) -> list[Prompt]:
-    path = Path(ref.path_or_name)
+    path = Path(resolve_dataset(ref.path_or_name))
     if not path.is_file():
         raise DatasetError(f"{path}: not a file (only local JSONL datasets are supported so far)")
     prompts = []

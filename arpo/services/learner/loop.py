@@ -17,7 +17,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,10 +165,22 @@ class StepLoop:
             self.tensorboard.flush()
         return metrics
 
-    async def run(self, steps: int, step_timeout_s: float = 3600.0) -> list[StepMetrics]:
-        """Resume, then run until `steps` steps are done in total (or `stop()`)."""
+    async def run(
+        self,
+        steps: int,
+        step_timeout_s: float = 3600.0,
+        on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+    ) -> list[StepMetrics]:
+        """Resume, then run until `steps` steps are done in total (or `stop()`); `on_step` is awaited
+        after each step (it may call `stop()`)."""
         self.resume()
         done = []
         while self.state.step < steps and not self._stopping:
             done.append(await self.run_step(step_timeout_s))
+            if on_step is not None:
+                await on_step(done[-1])
         return done
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from typing import Literal
 
@@ -18,8 +20,12 @@ class LearnerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    run_id: Id
-    """The run to train."""
+    run_id: Id | None = None
+    """The run to train; unset: claim pending runs from the controller's registry, one after another."""
+    name: str = Field(default_factory=lambda: f"learner-{socket.gethostname()}-{os.getpid()}")
+    """This learner's name in the runs' `services_seen`."""
+    poll_s: float = Field(2.0, gt=0)
+    """How often an idle learner looks for a pending run."""
     spec: str | None = None
     """RunSpec file (JSON or YAML); default: the run's spec in Redis."""
     rollout_urls: str = "http://127.0.0.1:8001"

@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from arpo.builtins import resolve_model
 from arpo.services.rollout.app import create_app
 from arpo.services.rollout.engine import Engine, EngineKind
 from arpo.services.rollout.settings import RolloutSettings
@@ -18,7 +19,7 @@ def build_engine(settings: RolloutSettings) -> Engine:
             from arpo.services.rollout.hf import HFEngine
 
             return HFEngine.from_pretrained(
-                settings.model,
+                resolve_model(settings.model),
                 revision=settings.revision,
                 dtype=settings.dtype,
                 device=settings.device,
@@ -29,7 +30,7 @@ def build_engine(settings: RolloutSettings) -> Engine:
             from arpo.services.rollout.vllm_engine import VLLMEngine
 
             return VLLMEngine.from_pretrained(
-                settings.model,
+                resolve_model(settings.model),
                 dtype=settings.dtype,
                 max_model_len=settings.max_model_len,
                 memory_fraction=settings.memory_fraction,

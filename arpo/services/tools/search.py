@@ -26,6 +26,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from arpo.builtins import resolve_index
 from arpo.proto import keys
 from arpo.proto.tools import SearchHit, SearchResponse, ToolResult
 from arpo.services.tools.settings import ToolsSettings
@@ -376,7 +377,7 @@ def configured_backends(
     """The backends these settings and the environment make available."""
     backends: dict[str, Backend] = {}
     if settings.index is not None:
-        backends["local"] = LocalIndex(Path(settings.index))
+        backends["local"] = LocalIndex(Path(resolve_index(settings.index)))
     timeout, rate = settings.search_timeout_s, settings.search_rps
     if os.environ.get("BRAVE_API_KEY"):
         backends["brave"] = Brave(timeout, rate, transport)

@@ -1,0 +1,5 @@
+"""`python -m arpo`: the `arpo` command."""
+
+from arpo.cli import main
+
+main()

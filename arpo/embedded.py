@@ -1,0 +1,143 @@
+"""The embedded run (`arpo run SPEC`): every service of the platform in one process, on CPU.
+
+The rollout engine (HF), the tool service and the agent worker are the real services; the rollout and
+tool apps are called in-process through httpx's ASGI transport, so every request crosses the same HTTP
+contract as in a deployment. Redis is REDIS_URL, else 127.0.0.1:6379 when it answers, else a private
+server child on a free port (stopped at exit). The learner is `learner.service.train_run`, the run is
+registered like a controller's (so `arpo status` sees it), and its weights, checkpoints and TensorBoard
+logs go under `<directory>/<run_id>/`. Same code as the services, different wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from arpo.builtins import resolve_model
+from arpo.config import ConfigError
+from arpo.localredis import connect_or_start
+from arpo.proto.runs import RunSpec, StepMetrics
+from arpo.services.agent.pool import RolloutPool
+from arpo.services.agent.store import TreeStore
+from arpo.services.agent.trajectory import Context
+from arpo.services.agent.worker import Worker
+from arpo.services.controller.registry import ENDED, RunNotFoundError, RunRegistry
+from arpo.services.learner.loop import StepLoop
+from arpo.services.learner.service import train_run
+from arpo.services.learner.settings import LearnerSettings
+from arpo.services.rollout.app import create_app as create_rollout_app
+from arpo.services.rollout.client import RolloutClient
+from arpo.services.rollout.hf import HFEngine
+from arpo.services.rollout.settings import RolloutSettings
+from arpo.services.tools.__main__ import build_app as build_tools_app
+from arpo.services.tools.client import ToolsClient
+from arpo.services.tools.settings import IsolationMode, ToolsSettings
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    directory: Path = Path("runs")
+    """Where `<run_id>/` (weights, checkpoints, tensorboard) goes."""
+    run_id: str | None = None
+    """Resume or name a run (default: a new id from the spec's name)."""
+    agents: int = 1
+    """Agent workers (coroutines) growing the trees."""
+
+
+class Embedded:
+    """One embedded run; `stop()` finishes the current step (checkpoint included) and returns."""
+
+    def __init__(self, spec: RunSpec, options: EmbeddedOptions) -> None:
+        self.spec, self.options = spec, options
+        self.loop: StepLoop | None = None
+        self.run_id: str | None = None
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        if self.loop is not None:
+            self.loop.stop()
+
+    def _attach(self, loop: StepLoop) -> None:
+        self.loop = loop
+        if self._stop_requested:
+            loop.stop()
+
+    async def run(
+        self,
+        on_start: Callable[[str, TreeStore], Awaitable[None]] | None = None,
+        on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+    ) -> list[StepMetrics]:
+        server = connect_or_start()
+        redis = Redis.from_url(server.url)
+        try:
+            return await self._run(redis, on_start, on_step)
+        finally:
+            await redis.aclose()
+            server.close()
+
+    @staticmethod
+    def _tools_settings() -> ToolsSettings:
+        """ARPO_TOOLS_* as the service reads them, with embedded defaults: isolation `auto` (namespaces
+        when the host allows them) and the built-in `arpo:facts` index for local search."""
+        env = {"ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value, "ARPO_TOOLS_INDEX": "arpo:facts"}
+        return ToolsSettings.from_env(
+            env | {k: v for k, v in os.environ.items() if k.startswith("ARPO_TOOLS_")}
+        )
+
+    async def _register(self, registry: RunRegistry) -> str:
+        """A new run, or the named one resumed (from its checkpoint); ConfigError if it has ended."""
+        run_id = self.options.run_id
+        if run_id is not None:
+            try:
+                status = await registry.get(run_id)
+            except RunNotFoundError:
+                pass
+            else:
+                if status.state in ENDED:
+                    raise ConfigError(f"--run-id: run {run_id!r} is {status.state.value} ({status.reason})")
+                await registry.claim("embedded", run_id)  # pending: now running; running: resumed
+                return run_id
+        created = await registry.create(self.spec, run_id)
+        await registry.claim("embedded", created.run_id)
+        return created.run_id
+
+    async def _run(
+        self,
+        redis: Redis,
+        on_start: Callable[[str, TreeStore], Awaitable[None]] | None,
+        on_step: Callable[[StepMetrics], Awaitable[None]] | None,
+    ) -> list[StepMetrics]:
+        spec, config = self.spec, self.spec.config
+        self.run_id = run_id = await self._register(RunRegistry(redis))
+        ref = spec.model
+        engine = HFEngine.from_pretrained(resolve_model(ref.name_or_path), ref.revision, ref.dtype, "cpu")
+        rollout_app = create_rollout_app(engine, RolloutSettings(model=ref.name_or_path))
+        tools_app = build_tools_app(self._tools_settings())
+        store = TreeStore(redis, run_id)
+        async with (
+            tools_app.router.lifespan_context(tools_app),
+            RolloutClient.in_process(rollout_app) as rollout,
+            ToolsClient.in_process(tools_app, timeout_s=config.rollout.tool_timeout_s + 30) as tools,
+        ):
+            ctx = Context(store, RolloutPool({"embedded": rollout}), tools, engine, config)
+            workers = [Worker(ctx, f"embedded-agent-{i}") for i in range(self.options.agents)]
+            tasks = [asyncio.create_task(w.run()) for w in workers]
+            if on_start is not None:
+                await on_start(run_id, store)
+            settings = LearnerSettings(
+                run_id=run_id, directory=str(self.options.directory), rollout_urls="", name="embedded"
+            )
+            try:
+                return await train_run(
+                    redis, run_id, spec, settings, {"embedded": rollout}, "embedded", self._attach, on_step
+                )
+            finally:
+                for w in workers:
+                    w.stop()
+                await asyncio.gather(*tasks, return_exceptions=True)

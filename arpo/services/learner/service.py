@@ -1,0 +1,148 @@
+"""Training one run, as the learner service and the embedded run both do it.
+
+`train_run` loads the policy, builds the configured backend and the step loop, resumes from the run's
+last checkpoint, and trains until `optim.total_steps` or a stop. When the run is in the registry (the
+controller's), every step is reported there, a stop requested through the controller finishes the
+current step and ends the loop, and the run ends FINISHED (or FAILED with the error).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from arpo.builtins import resolve_model
+from arpo.config import ConfigError
+from arpo.proto.runs import RunSpec, RunState, StepMetrics
+from arpo.services.agent.store import TreeStore
+from arpo.services.controller.registry import RunNotFoundError, RunRegistry
+from arpo.services.learner.data import load_prompts
+from arpo.services.learner.loop import StepLoop
+from arpo.services.learner.settings import LearnerSettings
+from arpo.services.learner.torch_backend import TorchLearner
+from arpo.services.rollout.client import RolloutClient
+from arpo.services.rollout.engine import TokenizedEngine
+
+log = logging.getLogger("arpo.learner")
+PROBE_TOKENS = 64
+
+
+def load_policy(spec: RunSpec, device: str | None) -> tuple[Any, TokenizedEngine]:
+    """The run's model (any Hugging Face causal LM by name or path) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arpo.services.rollout.hf import resolve_dtype
+
+    ref = spec.model
+    path = resolve_model(ref.name_or_path)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=ref.revision, trust_remote_code=ref.trust_remote_code
+    )
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=ref.revision,
+        dtype=resolve_dtype(ref.dtype, dev),
+        trust_remote_code=ref.trust_remote_code,
+    )
+    return model.to(dev), TokenizedEngine(tokenizer, ref.name_or_path)
+
+
+def make_learner(model: Any, spec: RunSpec, settings: LearnerSettings) -> TorchLearner:
+    """The configured backend around `model`."""
+    if settings.backend == "torch":
+        return TorchLearner(model, spec.config)
+    import torch
+
+    from arpo.services.learner.deepspeed_backend import DeepSpeedLearner, DeepSpeedOptions
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "ARPO_LEARNER_BACKEND=deepspeed: the step loop runs in one process; data-parallel ranks are "
+            "supported by the update (DeepSpeedLearner) but not yet by the loop: launch one process"
+        )
+    options = DeepSpeedOptions(
+        zero_stage=settings.zero_stage,
+        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
+    return DeepSpeedLearner(model, spec.config, options)
+
+
+async def train_run(
+    redis: Redis,
+    run_id: str,
+    spec: RunSpec,
+    settings: LearnerSettings,
+    servers: dict[str, RolloutClient],
+    service: str = "learner",
+    on_loop: Callable[[StepLoop], None] | None = None,
+    on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+) -> list[StepMetrics]:
+    """Train `run_id` to the end (or a stop); `on_loop` gets the loop before it starts (e.g. to wire
+    signals to `loop.stop`), `on_step` each step's metrics."""
+    registry = RunRegistry(redis)
+    try:
+        await registry.seen(run_id, service)
+        registered = True
+    except RunNotFoundError:
+        registered = False  # a learner pointed at a run by hand (ARPO_LEARNER_SPEC), not a controller's
+    try:
+        prompts = load_prompts(spec.dataset, spec.config.reward.default_metric)
+        model, tokens = load_policy(spec, settings.device)
+
+        def render(question: str) -> list[int]:
+            return tokens.chat_prompt([{"role": "user", "content": question}])
+
+        directory = Path(settings.directory) / run_id
+        writer = None
+        if settings.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(directory / "tensorboard"))
+        loop = StepLoop(
+            TreeStore(redis, run_id),
+            make_learner(model, spec, settings),
+            spec.config,
+            prompts,
+            render,
+            servers,
+            directory,
+            render(prompts[0].question)[:PROBE_TOKENS],
+            writer,
+        )
+        if on_loop is not None:
+            on_loop(loop)
+        state = loop.resume()
+        log.info(
+            "learner for run %s at step %d (policy version %d)", run_id, state.step, state.policy_version
+        )
+
+        async def step_done(metrics: StepMetrics) -> None:
+            log.info("step %d: reward %.3f, loss %s", metrics.step, metrics.reward_mean, metrics.policy_loss)
+            if registered:
+                status = await registry.report(run_id, metrics, service)
+                if status.state is RunState.STOPPING:
+                    loop.stop()
+            if on_step is not None:
+                await on_step(metrics)
+
+        try:
+            done = await loop.run(spec.config.optim.total_steps, settings.step_timeout_s, step_done)
+        finally:
+            if writer is not None:
+                writer.close()
+    except BaseException as err:
+        if registered:
+            await registry.finish(run_id, RunState.FAILED, f"{type(err).__name__}: {err}")
+        raise
+    if registered:
+        reason = f"stopped after step {loop.state.step}" if loop.stopping else f"{loop.state.step} steps done"
+        await registry.finish(run_id, RunState.FINISHED, reason)
+    return done
