@@ -83,7 +83,7 @@ def demo(
     segment_tokens: Annotated[int, typer.Option(min=1, max=64, help="Tokens per segment.")] = 8,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the demo's single update.")] = 3e-3,
 ) -> None:
-    """ARPO's forking and one update on a random tiny model with a scripted tool (`arpo run` is the platform)."""
+    """ARPO's forking and one update on a random tiny model, scripted tool (`arpo run`: the platform)."""
     from arpo.demo import run_demo
 
     cfg = _load(config) if config else RunConfig.model_validate(DEMO_DEFAULTS)
