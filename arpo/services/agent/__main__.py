@@ -1,4 +1,9 @@
-"""`python -m arpo.services.agent`: an agent worker for one run (settings: ARPO_AGENT_*)."""
+"""`python -m arpo.services.agent`: an agent worker (settings: ARPO_AGENT_*).
+
+With ARPO_AGENT_RUN_ID it serves that run until SIGTERM. Without, it follows the controller's registry:
+it serves the oldest running run until that run ends, then the next one (tokenizer and config from
+each run's spec). SIGTERM lets running trajectories finish (`grace_s`) and exits.
+"""
 
 from __future__ import annotations
 
@@ -13,62 +18,110 @@ from redis.asyncio import Redis
 from arpo.builtins import resolve_model
 from arpo.config import ConfigError, RunConfig, load_config
 from arpo.localredis import connect_or_start
-from arpo.proto import keys
-from arpo.proto.runs import RunSpec
+from arpo.proto.runs import RunSpec, RunState
 from arpo.services.agent.pool import RolloutPool
 from arpo.services.agent.settings import AgentSettings
 from arpo.services.agent.store import TreeStore
 from arpo.services.agent.trajectory import Context
 from arpo.services.agent.worker import Worker
+from arpo.services.controller.registry import ENDED, RunNotFoundError, RunRegistry
 from arpo.services.rollout.engine import TokenizedEngine
 from arpo.services.tools.client import ToolsClient
 
 log = logging.getLogger("arpo.agent")
 
 
-async def _run_spec(redis: Redis, run_id: str) -> RunSpec | None:
-    raw = await redis.get(keys.run_spec(run_id))
-    return None if raw is None else RunSpec.model_validate_json(raw)
+def _config(settings: AgentSettings, spec: RunSpec | None, run_id: str) -> RunConfig:
+    if settings.config is not None:
+        return load_config(Path(settings.config))
+    if spec is not None:
+        return spec.config
+    log.warning("run %s has no spec in Redis and ARPO_AGENT_CONFIG is unset: default RunConfig", run_id)
+    return RunConfig()
+
+
+def _tokenizer(settings: AgentSettings, spec: RunSpec | None) -> TokenizedEngine:
+    name = settings.tokenizer or (spec.model.name_or_path if spec else None)
+    if name is None:
+        raise ConfigError("ARPO_AGENT_TOKENIZER: unset, and the run has no spec to take the model from")
+    from transformers import AutoTokenizer
+
+    return TokenizedEngine(AutoTokenizer.from_pretrained(resolve_model(name)), name)
+
+
+async def _next_run(registry: RunRegistry, poll_s: float, stopping: asyncio.Event) -> str | None:
+    """The oldest running run, waiting for one; None once SIGTERM arrived."""
+    while not stopping.is_set():
+        running = await registry.runs(limit=1000, state=RunState.RUNNING)
+        if running:
+            return running[-1].run_id
+        await asyncio.sleep(poll_s)
+    return None
+
+
+async def _watch(registry: RunRegistry, run_id: str, worker: Worker, poll_s: float) -> None:
+    """Stop `worker` when its run ends (or is deleted)."""
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            if (await registry.get(run_id)).state in ENDED:
+                break
+        except RunNotFoundError:
+            break
+    log.info("run %s ended", run_id)
+    worker.stop()
 
 
 async def serve(settings: AgentSettings) -> int:
     redis = Redis.from_url(settings.redis_url or connect_or_start().url)
-    spec = await _run_spec(redis, settings.run_id)
-    if settings.config is not None:
-        config = load_config(Path(settings.config))
-    elif spec is not None:
-        config = spec.config
-    else:
-        config = RunConfig()
-        log.warning(
-            "run %s has no spec in Redis and ARPO_AGENT_CONFIG is unset: default RunConfig", settings.run_id
-        )
-    tokenizer_name = settings.tokenizer or (spec.model.name_or_path if spec else None)
-    if tokenizer_name is None:
-        raise ConfigError("ARPO_AGENT_TOKENIZER: unset, and the run has no spec to take the model from")
+    registry = RunRegistry(redis)
     pool = RolloutPool.from_urls(settings.rollouts)
-    tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
-    from transformers import AutoTokenizer
+    stopping = asyncio.Event()
+    current: list[Worker] = []
 
-    tokenizer = TokenizedEngine(AutoTokenizer.from_pretrained(resolve_model(tokenizer_name)), tokenizer_name)
-    ctx = Context(TreeStore(redis, settings.run_id), pool, tools, tokenizer, config)
-    worker = Worker(
-        ctx,
-        settings.consumer,
-        max_inflight=settings.max_inflight,
-        idle_timeout_s=settings.idle_timeout_s,
-        max_attempts=settings.max_attempts,
-        grace_s=settings.grace_s,
-    )
+    def on_signal() -> None:
+        stopping.set()
+        for worker in current:
+            worker.stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
-    log.info("agent %s serving run %s", settings.consumer, settings.run_id)
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await worker.run()
+        while not stopping.is_set():
+            run_id = settings.run_id or await _next_run(registry, settings.poll_s, stopping)
+            if run_id is None:
+                break
+            try:
+                spec: RunSpec | None = await registry.spec(run_id)
+                await registry.seen(run_id, f"agent-{settings.consumer}")
+            except RunNotFoundError:
+                spec = None  # a run seeded by hand (ARPO_AGENT_RUN_ID), not a controller's
+            config = _config(settings, spec, run_id)
+            tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
+            ctx = Context(TreeStore(redis, run_id), pool, tools, _tokenizer(settings, spec), config)
+            worker = Worker(
+                ctx,
+                settings.consumer,
+                max_inflight=settings.max_inflight,
+                idle_timeout_s=settings.idle_timeout_s,
+                max_attempts=settings.max_attempts,
+                grace_s=settings.grace_s,
+            )
+            current[:] = [worker]
+            watch = None if settings.run_id else _watch(registry, run_id, worker, settings.poll_s)
+            watcher = None if watch is None else asyncio.create_task(watch)
+            log.info("agent %s serving run %s", settings.consumer, run_id)
+            try:
+                await worker.run()
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                await tools.close()
+            if settings.run_id is not None:
+                break
     finally:
         await pool.close()
-        await tools.close()
         await redis.aclose()
     return 0
 

@@ -23,8 +23,11 @@ class AgentSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    run_id: Id
-    """The run whose branch requests this worker serves."""
+    run_id: Id | None = None
+    """The run whose branch requests this worker serves; unset: follow the registry (the oldest running
+    run, then the next one when it ends)."""
+    poll_s: float = Field(2.0, gt=0)
+    """How often an idle worker (or one following the registry) checks the runs' states."""
     rollout_urls: str = "http://127.0.0.1:8001"
     """Rollout servers, comma-separated."""
     tools_url: str = "http://127.0.0.1:8002"

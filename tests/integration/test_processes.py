@@ -1,0 +1,171 @@
+"""The deployment topology without Docker: every service its own OS process on loopback ports.
+
+Redis, rollout, tools, two agent workers, a learner and the controller, each started exactly as its
+container starts it (`python -m arpo.services.<name>` with ARPO_* variables). A run is submitted through
+REST, trains two steps, is stopped through REST, and its status, metrics and trees are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from arpo.localredis import LocalRedis
+from arpo.services.learner.deepspeed_backend import free_port
+
+ROOT = Path(__file__).parents[2]
+TOKEN = "process-test-token-0123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SPEC: dict[str, Any] = {
+    "name": "processes",
+    "model": {"name_or_path": "arpo:tiny", "dtype": "float32"},
+    "dataset": {"path_or_name": "arpo:arith", "metric": "exact_match"},
+    "config": {
+        "rollout": {"max_response_tokens": 24, "max_tool_calls": 1},
+        "branching": {"group_size": 4, "initial_rollouts": 2, "entropy_window": 4},
+        "optim": {"lr": 1e-4, "batch_prompts": 2, "mini_batch_prompts": 2, "total_steps": 50},
+    },
+}
+
+
+class Services:
+    def __init__(self, redis_url: str, directory: Path) -> None:
+        self.redis_url, self.directory = redis_url, directory
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str, module: str, env: dict[str, str]) -> None:
+        log = self.directory / f"{name}.log"
+        self.logs[name] = log
+        full = os.environ | {"REDIS_URL": self.redis_url, "OMP_NUM_THREADS": "1"} | env
+        with log.open("wb") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"arpo.services.{module}"], env=full, cwd=ROOT, stdout=out, stderr=out
+            )
+
+    def wait_healthy(self, url: str, name: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise AssertionError(f"{name} exited:\n{self.logs[name].read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"{name} not healthy after {timeout_s}s:\n{self.logs[name].read_text()[-3000:]}")
+
+    def tail(self) -> str:
+        return "\n".join(f"== {n}\n{p.read_text()[-1500:]}" for n, p in self.logs.items())
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def services(redis_server: LocalRedis, tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
+    s = Services(redis_server.url, tmp_path)
+    ports = {name: free_port() for name in ("rollout", "tools", "controller")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        s.start(
+            "controller",
+            "controller",
+            {"ARPO_CONTROLLER_TOKEN": TOKEN, "ARPO_CONTROLLER_PORT": str(ports["controller"])},
+        )
+        s.start(
+            "rollout",
+            "rollout",
+            {
+                "ARPO_ROLLOUT_MODEL": "arpo:tiny",
+                "ARPO_ROLLOUT_DTYPE": "float32",
+                "ARPO_ROLLOUT_DEVICE": "cpu",
+                "ARPO_ROLLOUT_PORT": str(ports["rollout"]),
+            },
+        )
+        s.start(
+            "tools",
+            "tools",
+            {
+                "ARPO_TOOLS_PORT": str(ports["tools"]),
+                "ARPO_TOOLS_ISOLATION": "auto",
+                "ARPO_TOOLS_INDEX": "arpo:facts",
+            },
+        )
+        for name in ("controller", "rollout", "tools"):
+            s.wait_healthy(urls[name], name)
+        for i in range(2):
+            s.start(
+                f"agent-{i}",
+                "agent",
+                {
+                    "ARPO_AGENT_ROLLOUT_URLS": urls["rollout"],
+                    "ARPO_AGENT_TOOLS_URL": urls["tools"],
+                    "ARPO_AGENT_CONSUMER": f"w{i}",
+                    "ARPO_AGENT_POLL_S": "0.3",
+                    "ARPO_AGENT_GRACE_S": "2",
+                },
+            )
+        s.start(
+            "learner",
+            "learner",
+            {
+                "ARPO_LEARNER_ROLLOUT_URLS": urls["rollout"],
+                "ARPO_LEARNER_DIRECTORY": str(tmp_path / "runs"),
+                "ARPO_LEARNER_NAME": "learner-0",
+                "ARPO_LEARNER_POLL_S": "0.3",
+            },
+        )
+        yield s, urls
+    finally:
+        s.close()
+
+
+def test_a_run_through_rest_across_processes(services: tuple[Services, dict[str, str]]) -> None:
+    s, urls = services
+    api = httpx.Client(base_url=urls["controller"], headers=AUTH, timeout=30)
+    run_id = api.post("/v1/runs", json=SPEC).raise_for_status().json()["run_id"]
+    try:
+        deadline = time.monotonic() + 240
+        while (status := api.get(f"/v1/runs/{run_id}").json())["step"] < 2:
+            assert status["state"] in ("pending", "running"), f"{status}\n{s.tail()}"
+            assert time.monotonic() < deadline, f"no 2 steps in time: {status}\n{s.tail()}"
+            time.sleep(0.5)
+        assert api.post(f"/v1/runs/{run_id}/stop").json()["state"] == "stopping"
+        while (status := api.get(f"/v1/runs/{run_id}").json())["state"] == "stopping":
+            assert time.monotonic() < deadline, f"did not stop: {status}\n{s.tail()}"
+            time.sleep(0.5)
+        assert status["state"] == "finished", s.tail()
+        assert status["reason"] == f"stopped after step {status['step']}" and status["step"] >= 2
+        assert {"learner-0", "agent-w0", "agent-w1"} <= set(status["services_seen"])
+        assert status["policy_version"] == status["step"]
+        steps = api.get(f"/v1/runs/{run_id}/metrics").json()
+        assert [m["step"] for m in steps] == list(range(status["step"]))
+        assert all(m["trees"] == 2 and m["trajectories"] == 8 for m in steps)
+        trees = api.get(f"/v1/runs/{run_id}/trees/0").json()
+        assert len(trees) == 2 and all(len(t["trajectories"]) == 4 for t in trees)
+        health = httpx.get(f"{urls['rollout']}/healthz").json()
+        assert health["policy_version"] == status["policy_version"]  # the learner's weights are served
+        events = api.get(f"/v1/runs/{run_id}/events").text  # follows until the run ended: it has
+        assert events.count("event: metrics") == status["step"]
+    finally:
+        state = api.get(f"/v1/runs/{run_id}").json()["state"]
+        if state in ("finished", "failed"):
+            api.delete(f"/v1/runs/{run_id}")
+        api.close()
