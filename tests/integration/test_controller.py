@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 
 from arpo.localredis import LocalRedis
 from arpo.proto import keys
-from arpo.proto.runs import RunState, StepMetrics
+from arpo.proto.runs import RunSpec, RunState, StepMetrics
 from arpo.services.controller.app import create_app
 from arpo.services.controller.registry import RunRegistry
 from arpo.services.controller.settings import ControllerSettings
@@ -97,6 +97,8 @@ async def test_a_run_from_submission_to_deletion(redis: Redis) -> None:
         claimed = await registry.claim("learner-a", run_id)
         assert claimed is not None and claimed.state.value == "running"
         assert await registry.claim("learner-b", run_id) is None  # claimed by exactly one learner
+        assert await registry.leased(run_id) and await registry.renew(run_id, "learner-a")
+        assert not await registry.renew(run_id, "learner-b")
         for step in (0, 1):  # what the learner does after each step
             await redis.xadd(keys.run_metrics(run_id), {"body": metrics(step).model_dump_json()})
             await registry.report(run_id, metrics(step), "learner-a")
@@ -120,6 +122,20 @@ async def test_a_run_from_submission_to_deletion(redis: Redis) -> None:
         assert (await api.delete(f"/v1/runs/{run_id}", headers=AUTH)).status_code == 204
         assert (await api.get(f"/v1/runs/{run_id}", headers=AUTH)).status_code == 404
         assert [k async for k in redis.scan_iter(match=keys.run_keys_pattern(run_id))] == []
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_learner_died_is_claimed_again(redis: Redis) -> None:
+    registry = RunRegistry(redis)
+    status = await registry.create(RunSpec.model_validate(SPEC))
+    assert (await registry.claim("learner-a", status.run_id, lease_s=0.2)) is not None
+    assert await registry.claim("learner-b", status.run_id) is None
+    await asyncio.sleep(0.4)  # learner-a stops renewing: its lease expires
+    assert not await registry.leased(status.run_id)
+    again = await registry.claim("learner-b", status.run_id)
+    assert again is not None and again.state is RunState.RUNNING
+    assert again.services_seen == ["learner-a", "learner-b"]
+    assert not await registry.renew(status.run_id, "learner-a")  # the old owner learns it lost it
 
 
 @pytest.mark.anyio

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from arpo.localredis import LocalRedis
+from arpo.localredis import start_server
 from arpo.services.learner.deepspeed_backend import free_port
 
 ROOT = Path(__file__).parents[2]
@@ -79,8 +79,10 @@ class Services:
 
 
 @pytest.fixture
-def services(redis_server: LocalRedis, tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
-    s = Services(redis_server.url, tmp_path)
+def services(tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
+    """Every service, with a Redis of their own (as docker compose gives them: no other runs in it)."""
+    redis = start_server()
+    s = Services(redis.url, tmp_path)
     ports = {name: free_port() for name in ("rollout", "tools", "controller")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
@@ -135,6 +137,7 @@ def services(redis_server: LocalRedis, tmp_path: Path) -> Iterator[tuple[Service
         yield s, urls
     finally:
         s.close()
+        redis.close()
 
 
 def test_a_run_through_rest_across_processes(services: tuple[Services, dict[str, str]]) -> None:

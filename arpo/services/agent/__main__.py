@@ -50,25 +50,28 @@ def _tokenizer(settings: AgentSettings, spec: RunSpec | None) -> TokenizedEngine
 
 
 async def _next_run(registry: RunRegistry, poll_s: float, stopping: asyncio.Event) -> str | None:
-    """The oldest running run, waiting for one; None once SIGTERM arrived."""
+    """The oldest running run that a learner holds (its lease is alive), waiting for one; None once
+    SIGTERM arrived. A run whose learner died is skipped until a learner claims it again."""
     while not stopping.is_set():
-        running = await registry.runs(limit=1000, state=RunState.RUNNING)
-        if running:
-            return running[-1].run_id
+        for status in reversed(await registry.runs(limit=1000, state=RunState.RUNNING)):
+            if await registry.leased(status.run_id):
+                return status.run_id
         await asyncio.sleep(poll_s)
     return None
 
 
 async def _watch(registry: RunRegistry, run_id: str, worker: Worker, poll_s: float) -> None:
-    """Stop `worker` when its run ends (or is deleted)."""
-    while True:
+    """Stop `worker` when its run ends, is deleted, or has had no learner for 5 polls."""
+    orphaned = 0
+    while orphaned < 5:
         await asyncio.sleep(poll_s)
         try:
             if (await registry.get(run_id)).state in ENDED:
                 break
         except RunNotFoundError:
             break
-    log.info("run %s ended", run_id)
+        orphaned = 0 if await registry.leased(run_id) else orphaned + 1
+    log.info("run %s: ended or without a learner; looking for the next run", run_id)
     worker.stop()
 
 

@@ -2,16 +2,19 @@
 
 Expects a client that returns bytes (redis-py's default), like the rest of the platform.
 
-Life cycle: `create` -> PENDING; a learner `claim`s the oldest pending run -> RUNNING (exactly one
-learner gets it: the transition is a compare-and-set on the status key); `stop` asks a running run to
-finish its step and checkpoint (STOPPING; a pending run is finished at once); the learner ends it with
-`finish` (FINISHED or FAILED with the reason). `delete` removes a finished or failed run's keys. Every
-change is also appended to the run's event stream (kind `state`, `metrics` or `log`), which the
-controller serves as server-sent events.
+Life cycle: `create` -> PENDING; a learner `claim`s the oldest claimable run -> RUNNING. Exactly one
+learner gets it: it must take the run's lease (a key with a TTL that it renews while it trains), and
+the transition is a compare-and-set on the status key; a running run whose learner died (lease expired)
+is claimed again and resumed from its checkpoint. `stop` asks a running run to finish its step and
+checkpoint (STOPPING; a pending run is finished at once); the learner ends it with `finish` (FINISHED or
+FAILED with the reason). `delete` removes a finished or failed run's keys. Every change is also appended
+to the run's event stream (kind `state`, `metrics` or `log`), which the controller serves as
+server-sent events.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 import uuid
@@ -27,6 +30,15 @@ from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics
 
 ENDED = (RunState.FINISHED, RunState.FAILED)
 EVENTS_MAXLEN = 10_000
+LEASE_S = 30.0  # a learner's lease on its run; renewed every third of it
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class RunNotFoundError(KeyError):
@@ -136,28 +148,51 @@ class RunRegistry:
 
         return await self._transition(run_id, change)
 
-    async def claim(self, service: str, run_id: str | None = None) -> RunStatus | None:
-        """The oldest pending run (or `run_id` if pending), now RUNNING and owned by `service`; None when
-        nothing is pending."""
-        won: list[RunStatus] = []
+    async def claim(
+        self, service: str, run_id: str | None = None, lease_s: float = LEASE_S
+    ) -> RunStatus | None:
+        """The oldest claimable run (or `run_id`), now RUNNING and leased to `service`; None if none.
+
+        Claimable: pending, or running with no live learner lease (its learner died: the new owner
+        resumes it from its checkpoint). Agents serve only runs whose lease is alive.
+        """
+        live = (RunState.PENDING, RunState.RUNNING)
+        if run_id is not None:
+            candidates = [run_id]
+        else:
+            candidates = [s.run_id for s in reversed(await self.runs(100_000)) if s.state in live]
+        won: list[bool] = [False]
 
         def change(s: RunStatus) -> RunStatus | None:
-            won.clear()
-            if s.state is not RunState.PENDING:
-                return None  # another learner was first
+            won[0] = s.state in live
+            if not won[0]:
+                return None
             seen = sorted({*s.services_seen, service})
-            won.append(s.model_copy(update={"state": RunState.RUNNING, "services_seen": seen}))
-            return won[0]
+            return s.model_copy(update={"state": RunState.RUNNING, "services_seen": seen})
 
-        pending = [run_id] if run_id else [s.run_id for s in await self.runs(1000, RunState.PENDING)][::-1]
-        for candidate in pending:
-            try:
+        for candidate in candidates:
+            lease = keys.learner_lease(candidate)
+            if not await self.redis.set(lease, service, nx=True, px=int(lease_s * 1000)):
+                continue  # a live learner owns it
+            won[0] = False
+            with contextlib.suppress(RunNotFoundError):
                 claimed = await self._transition(candidate, change)
-            except RunNotFoundError:
-                continue
-            if won:
+            if won[0]:
                 return claimed
+            await self.release(candidate, service)
         return None
+
+    async def renew(self, run_id: str, service: str, lease_s: float = LEASE_S) -> bool:
+        """Extend `service`'s lease on `run_id`; False when it no longer holds it."""
+        renewed = await self.redis.eval(_RENEW, 1, keys.learner_lease(run_id), service, int(lease_s * 1000))
+        return bool(renewed)
+
+    async def release(self, run_id: str, service: str) -> None:
+        await self.redis.eval(_RELEASE, 1, keys.learner_lease(run_id), service)
+
+    async def leased(self, run_id: str) -> bool:
+        """Whether a learner holds the run's lease (it is being trained right now)."""
+        return bool(await self.redis.exists(keys.learner_lease(run_id)))
 
     async def report(self, run_id: str, metrics: StepMetrics, service: str) -> RunStatus:
         """A finished step: progress, latest metrics, and a `metrics` event."""

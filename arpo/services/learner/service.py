@@ -8,6 +8,7 @@ current step and ends the loop, and the run ends FINISHED (or FAILED with the er
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from arpo.builtins import resolve_model
 from arpo.config import ConfigError
 from arpo.proto.runs import RunSpec, RunState, StepMetrics
 from arpo.services.agent.store import TreeStore
-from arpo.services.controller.registry import RunNotFoundError, RunRegistry
+from arpo.services.controller.registry import LEASE_S, RunNotFoundError, RunRegistry
 from arpo.services.learner.data import load_prompts
 from arpo.services.learner.loop import StepLoop
 from arpo.services.learner.settings import LearnerSettings
@@ -75,6 +76,46 @@ def make_learner(model: Any, spec: RunSpec, settings: LearnerSettings) -> TorchL
     return DeepSpeedLearner(model, spec.config, options)
 
 
+def build_loop(
+    redis: Redis, run_id: str, spec: RunSpec, settings: LearnerSettings, servers: dict[str, RolloutClient]
+) -> StepLoop:
+    """Prompts, policy, backend and TensorBoard writer of a run, wired into its step loop."""
+    prompts = load_prompts(spec.dataset, spec.config.reward.default_metric)
+    model, tokens = load_policy(spec, settings.device)
+
+    def render(question: str) -> list[int]:
+        return tokens.chat_prompt([{"role": "user", "content": question}])
+
+    directory = Path(settings.directory) / run_id
+    writer = None
+    if settings.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(directory / "tensorboard"))
+    return StepLoop(
+        TreeStore(redis, run_id),
+        make_learner(model, spec, settings),
+        spec.config,
+        prompts,
+        render,
+        servers,
+        directory,
+        render(prompts[0].question)[:PROBE_TOKENS],
+        writer,
+    )
+
+
+async def _keep_lease(registry: RunRegistry, run_id: str, service: str, loops: list[StepLoop]) -> None:
+    """Renew the run's lease; if another learner took it (this one stalled past the TTL), stop."""
+    while True:
+        await asyncio.sleep(LEASE_S / 3)
+        if not await registry.renew(run_id, service):
+            log.error("run %s: lost the lease to another learner; stopping after this step", run_id)
+            for loop in loops:
+                loop.stop()
+            return
+
+
 async def train_run(
     redis: Redis,
     run_id: str,
@@ -93,36 +134,21 @@ async def train_run(
         registered = True
     except RunNotFoundError:
         registered = False  # a learner pointed at a run by hand (ARPO_LEARNER_SPEC), not a controller's
+    current: list[StepLoop] = []
+    lease = None
+    if registered:
+        if not await registry.renew(run_id, service) and await registry.claim(service, run_id) is None:
+            raise ConfigError(
+                f"run {run_id!r} cannot be trained here: it has ended or another learner holds it"
+            )
+        lease = asyncio.create_task(_keep_lease(registry, run_id, service, current))
     try:
-        prompts = load_prompts(spec.dataset, spec.config.reward.default_metric)
-        model, tokens = load_policy(spec, settings.device)
-
-        def render(question: str) -> list[int]:
-            return tokens.chat_prompt([{"role": "user", "content": question}])
-
-        directory = Path(settings.directory) / run_id
-        writer = None
-        if settings.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(directory / "tensorboard"))
-        loop = StepLoop(
-            TreeStore(redis, run_id),
-            make_learner(model, spec, settings),
-            spec.config,
-            prompts,
-            render,
-            servers,
-            directory,
-            render(prompts[0].question)[:PROBE_TOKENS],
-            writer,
-        )
+        loop = build_loop(redis, run_id, spec, settings, servers)
+        current.append(loop)
         if on_loop is not None:
             on_loop(loop)
         state = loop.resume()
-        log.info(
-            "learner for run %s at step %d (policy version %d)", run_id, state.step, state.policy_version
-        )
+        log.info("run %s: at step %d (policy version %d)", run_id, state.step, state.policy_version)
 
         async def step_done(metrics: StepMetrics) -> None:
             log.info("step %d: reward %.3f, loss %s", metrics.step, metrics.reward_mean, metrics.policy_loss)
@@ -136,12 +162,16 @@ async def train_run(
         try:
             done = await loop.run(spec.config.optim.total_steps, settings.step_timeout_s, step_done)
         finally:
-            if writer is not None:
-                writer.close()
+            if loop.tensorboard is not None:
+                loop.tensorboard.close()
     except BaseException as err:
         if registered:
             await registry.finish(run_id, RunState.FAILED, f"{type(err).__name__}: {err}")
         raise
+    finally:
+        if lease is not None:
+            lease.cancel()
+            await registry.release(run_id, service)
     if registered:
         reason = f"stopped after step {loop.state.step}" if loop.stopping else f"{loop.state.step} steps done"
         await registry.finish(run_id, RunState.FINISHED, reason)
