@@ -2,7 +2,8 @@
 
 `arpo:tiny` is the project's tiny random Qwen2 with its own tokenizer (`arpo.tiny`); `arpo:arith` is a
 small arithmetic task whose answers a Python tool call computes exactly; `arpo:facts` a BM25 index over
-a few made-up documents (for the local search backend). Any other name or path is returned unchanged:
+a few made-up documents (for the local search backend); `arpo:agentic` the generated benchmark of
+`arpo.tasks` (its splits as a dataset, its corpus as an index). Any other name or path is returned unchanged:
 Hugging Face (or the tool service) loads it as usual.
 """
 
@@ -41,6 +42,7 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _arith(directory: Path) -> None:
+    """256 arithmetic questions, all in the train split (the embedded run's quick task)."""
     rng = random.Random(0)
     lines = []
     for i in range(256):
@@ -76,11 +78,24 @@ def _facts(directory: Path) -> None:
     build_index(corpus, directory / "index")
 
 
+def _agentic(directory: Path) -> None:
+    from arpo.tasks import generate, write
+
+    write(generate(seed=0), directory)
+
+
+def _agentic_index(directory: Path) -> None:
+    from arpo.services.tools.search import build_index
+
+    _agentic(directory)
+    build_index(directory / "corpus.jsonl", directory / "index")
+
+
 # kind -> name -> (builder, the file or folder inside the built directory that is the artifact)
 BUILT_INS: dict[str, dict[str, tuple[Callable[[Path], None], str]]] = {
     "model": {"tiny": (_tiny, ".")},
-    "dataset": {"arith": (_arith, "train.jsonl")},
-    "index": {"facts": (_facts, "index")},
+    "dataset": {"arith": (_arith, "."), "agentic": (_agentic, ".")},
+    "index": {"facts": (_facts, "index"), "agentic": (_agentic_index, "index")},
 }
 
 
@@ -106,5 +121,5 @@ def resolve_index(path_or_name: str) -> str:
 
 
 def resolve_dataset(path_or_name: str) -> str:
-    """The local file of a built-in dataset, or `path_or_name` unchanged."""
+    """The local directory of a built-in dataset (one `<split>.jsonl` per split), or `path_or_name`."""
     return _resolve("dataset", path_or_name)

@@ -120,10 +120,9 @@ def _embedded(spec: RunSpec, directory: Path, run_id: str | None, steps: int | N
                 table.add_row(*_row(m))
                 progress.update(bar, completed=m.step + 1)
                 progress.console.print(
-                    f"step {m.step}: reward {m.reward_mean:.3f}, accuracy {m.accuracy:.3f}, "
-                    f"tool calls/traj {m.tool_calls_per_trajectory:.2f}, "
-                    f"forks/tree {m.branches_per_tree:.2f}, "
-                    f"{m.time_step_s or 0:.1f}s"
+                    f"step {m.step}: reward {m.reward_mean:.3f} acc {m.accuracy:.3f} "
+                    f"tools/traj {m.tool_calls_per_trajectory:.2f} forks/tree {m.branches_per_tree:.2f} "
+                    f"({m.time_step_s or 0:.1f}s)"
                 )
 
             return await run.run(started, stepped)

@@ -32,6 +32,8 @@ class Prompt:
 
 def load_prompts(ref: DatasetRef, default_metric: AnswerMetric) -> list[Prompt]:
     path = Path(resolve_dataset(ref.path_or_name))
+    if path.is_dir():  # a dataset folder: one JSONL file per split
+        path = path / f"{ref.split}.jsonl"
     if not path.is_file():
         raise DatasetError(f"{path}: not a file (only local JSONL datasets are supported so far)")
     prompts = []
