@@ -136,6 +136,11 @@ async def test_a_run_whose_learner_died_is_claimed_again(redis: Redis) -> None:
     assert again is not None and again.state is RunState.RUNNING
     assert again.services_seen == ["learner-a", "learner-b"]
     assert not await registry.renew(status.run_id, "learner-a")  # the old owner learns it lost it
+    stopping = await registry.stop(status.run_id)
+    await registry.release(status.run_id, "learner-b")  # learner-b dies while the run is stopping
+    last = await registry.claim("learner-c", status.run_id)
+    assert last is not None and last.state is RunState.STOPPING
+    assert stopping.state is RunState.STOPPING
 
 
 @pytest.mark.anyio

@@ -53,8 +53,8 @@ async def _next_run(registry: RunRegistry, poll_s: float, stopping: asyncio.Even
     """The oldest running run that a learner holds (its lease is alive), waiting for one; None once
     SIGTERM arrived. A run whose learner died is skipped until a learner claims it again."""
     while not stopping.is_set():
-        for status in reversed(await registry.runs(limit=1000, state=RunState.RUNNING)):
-            if await registry.leased(status.run_id):
+        for status in reversed(await registry.runs(limit=1000)):
+            if status.state in (RunState.RUNNING, RunState.STOPPING) and await registry.leased(status.run_id):
                 return status.run_id
         await asyncio.sleep(poll_s)
     return None

@@ -153,10 +153,11 @@ class RunRegistry:
     ) -> RunStatus | None:
         """The oldest claimable run (or `run_id`), now RUNNING and leased to `service`; None if none.
 
-        Claimable: pending, or running with no live learner lease (its learner died: the new owner
-        resumes it from its checkpoint). Agents serve only runs whose lease is alive.
+        Claimable: pending, or running or stopping with no live learner lease (its learner died: the new
+        owner resumes it from its checkpoint; a stopping one is then finished at once). Agents serve
+        only runs whose lease is alive.
         """
-        live = (RunState.PENDING, RunState.RUNNING)
+        live = (RunState.PENDING, RunState.RUNNING, RunState.STOPPING)
         if run_id is not None:
             candidates = [run_id]
         else:
@@ -168,7 +169,8 @@ class RunRegistry:
             if not won[0]:
                 return None
             seen = sorted({*s.services_seen, service})
-            return s.model_copy(update={"state": RunState.RUNNING, "services_seen": seen})
+            state = RunState.STOPPING if s.state is RunState.STOPPING else RunState.RUNNING
+            return s.model_copy(update={"state": state, "services_seen": seen})
 
         for candidate in candidates:
             lease = keys.learner_lease(candidate)

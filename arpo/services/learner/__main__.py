@@ -78,10 +78,11 @@ async def serve(settings: LearnerSettings) -> int:
                 log.info("claimed run %s", run_id)
             try:
                 await train_run(redis, run_id, spec, settings, servers, settings.name, current.append)
-            except (ValueError, ConfigError, DatasetError, OSError) as err:
+            except Exception:
                 if settings.run_id is not None:
                     raise
-                log.error("run %s failed: %s", run_id, err)  # recorded in the registry; next run
+                # Recorded in the registry (failed, with the error); this learner takes the next run.
+                log.exception("run %s failed", run_id)
             current.clear()
             if settings.run_id is not None:
                 break

@@ -145,6 +145,8 @@ async def train_run(
     try:
         loop = build_loop(redis, run_id, spec, settings, servers)
         current.append(loop)
+        if registered and (await registry.get(run_id)).state is RunState.STOPPING:
+            loop.stop()  # claimed after its learner died mid-stop: end it where its checkpoint is
         if on_loop is not None:
             on_loop(loop)
         state = loop.resume()
