@@ -1,6 +1,7 @@
 """Built-in models and datasets, named `arpo:<name>`, built on first use under ~/.cache/arpo (no hub).
 
-`arpo:tiny` is the project's tiny random Qwen2 with its own tokenizer (`arpo.tiny`); `arpo:arith` is a
+`arpo:tiny` is the project's tiny random Qwen2 with its own tokenizer (`arpo.tiny`); `arpo:agent-tiny`
+the tiny agent cold-started by `arpo.sft` (a few minutes on first use, then cached); `arpo:arith` is a
 small arithmetic task whose answers a Python tool call computes exactly; `arpo:facts` a BM25 index over
 a few made-up documents (for the local search backend); `arpo:agentic` the generated benchmark of
 `arpo.tasks` (its splits as a dataset, its corpus as an index). Any other name or path is returned unchanged:
@@ -91,9 +92,21 @@ def _agentic_index(directory: Path) -> None:
     build_index(directory / "corpus.jsonl", directory / "index")
 
 
+def _agent_tiny(directory: Path) -> None:
+    from rich.progress import Progress
+
+    from arpo.sft import STEPS, build_agent
+
+    with Progress() as progress:
+        task = progress.add_task("building arpo:agent-tiny (SFT, first use only)", total=STEPS)
+        build_agent(
+            directory, steps=500, batch=16, on_step=lambda s, _: progress.update(task, completed=s + 1)
+        )
+
+
 # kind -> name -> (builder, the file or folder inside the built directory that is the artifact)
 BUILT_INS: dict[str, dict[str, tuple[Callable[[Path], None], str]]] = {
-    "model": {"tiny": (_tiny, ".")},
+    "model": {"tiny": (_tiny, "."), "agent-tiny": (_agent_tiny, ".")},
     "dataset": {"arith": (_arith, "."), "agentic": (_agentic, ".")},
     "index": {"facts": (_facts, "index"), "agentic": (_agentic_index, "index")},
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from arpo.builtins import resolve_model
+from arpo.builtins import BUILT_INS, PREFIX, resolve_model
 from arpo.config import ConfigError
 from arpo.localredis import connect_or_start
 from arpo.proto.runs import RunSpec, StepMetrics
@@ -37,6 +37,7 @@ from arpo.services.rollout.settings import RolloutSettings
 from arpo.services.tools.__main__ import build_app as build_tools_app
 from arpo.services.tools.client import ToolsClient
 from arpo.services.tools.settings import IsolationMode, ToolsSettings
+from arpo.sft import SEARCH_K
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,17 @@ class Embedded:
             await redis.aclose()
             server.close()
 
-    @staticmethod
-    def _tools_settings() -> ToolsSettings:
+    def _tools_settings(self) -> ToolsSettings:
         """ARPO_TOOLS_* as the service reads them, with embedded defaults: isolation `auto` (namespaces
-        when the host allows them) and the built-in `arpo:facts` index for local search."""
-        env = {"ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value, "ARPO_TOOLS_INDEX": "arpo:facts"}
+        when the host allows them), the built-in index of a built-in dataset (`arpo:agentic`'s corpus),
+        else `arpo:facts`, and the pages per search the cold-start demonstrations show."""
+        dataset = self.spec.dataset.path_or_name
+        index = dataset if dataset.removeprefix(PREFIX) in BUILT_INS["index"] else f"{PREFIX}facts"
+        env = {
+            "ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value,
+            "ARPO_TOOLS_INDEX": index,
+            "ARPO_TOOLS_SEARCH_K": str(SEARCH_K),
+        }
         return ToolsSettings.from_env(
             env | {k: v for k, v in os.environ.items() if k.startswith("ARPO_TOOLS_")}
         )

@@ -137,7 +137,7 @@ class Tools:
             return ToolResult(ok=False, output="", error=f"empty {call.tool.value} call")
         if call.tool is ToolName.PYTHON:
             return await self.python(call.content, call.timeout_s)
-        return (await self.search(call.content, 5, None)).result
+        return (await self.search(call.content, self.settings.search_k, None)).result
 
     async def admitted(self, calls: int, work: Callable[[], Awaitable[T]]) -> T:
         self.admission.admit(calls)

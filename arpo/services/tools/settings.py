@@ -70,6 +70,8 @@ class ToolsSettings(BaseModel):
     """Base URL of a SearXNG instance (the searxng backend)."""
     snippet_chars: int = Field(500, ge=20)
     """Each search hit's text is cut to this many characters."""
+    search_k: int = Field(5, ge=1, le=50)
+    """Pages a model's `<search>` call gets (a /v1/search request names its own k)."""
     search_timeout_s: float = Field(10.0, gt=0)
     """Wall-clock limit of one web search request."""
     search_rps: float = Field(5.0, gt=0)

@@ -1,0 +1,259 @@
+"""Cold start for the tiny agent: imperfect tool-use demonstrations, a tokenizer, and supervised training.
+
+Demonstrations follow the tag protocol exactly as a rollout produces it: the prompt is what the engine
+renders for a chat without a template (`user: ...\\nassistant: `), tool results are the text the tool
+service returns (Python's printed value; BM25 pages formatted by `format_pages`) wrapped by
+`format_tool_result`, and the loss covers only what the model writes (not the prompt, not results).
+They are deliberately imperfect, so that RL has something to improve: a share skips the tool and
+guesses, a share calls a tool it does not need, and multihop demonstrations sometimes stop after one
+search and guess.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arpo.core import tags
+from arpo.tasks import Benchmark, Question
+
+TAG_TOKENS = [
+    "<think>",
+    "</think>",
+    "<python>",
+    "</python>",
+    "<search>",
+    "</search>",
+    "<result>",
+    "</result>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+]
+STEPS = 1500  # SFT steps of arpo:agent-tiny (about 7 minutes on 2 cores)
+SEARCH_K = 3  # the embedded run sets ARPO_TOOLS_SEARCH_K to the same
+SNIPPET_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A prompt and the response segments: (text, written by the model?)."""
+
+    question: str
+    segments: list[tuple[str, bool]]
+
+
+def prompt_text(question: str) -> str:
+    """What `TokenizedEngine.chat_prompt` renders for a model without a chat template."""
+    return f"user: {question}\nassistant: "
+
+
+def _guess(rng: random.Random, answer: str) -> str:
+    if answer.lstrip("-").isdigit():
+        return str(int(answer) + rng.choice([-1, 1]) * rng.randint(1, 99))
+    return answer[::-1].capitalize()
+
+
+def _answer(value: str) -> str:
+    return f"<answer>\\boxed{{{value}}}</answer>"
+
+
+def demonstrate(
+    q: Question, search: Callable[[str], str], rng: random.Random, sloppiness: float = 0.25
+) -> Demonstration:
+    """One demonstration of `q`; `search(query)` returns the tool service's text for a query."""
+    segs: list[tuple[str, bool]] = []
+
+    def call(tool: str, content: str, output: str) -> None:
+        segs.append((f"<{tool}>{content}</{tool}>", True))
+        segs.append((tags.format_tool_result(output), False))
+
+    roll = rng.random()
+    if q.family == "compute":
+        expression = q.question.removeprefix("What is ").removesuffix("?").replace("mod", "%")
+        if roll < sloppiness / 2:  # skips the tool and guesses
+            segs.append(("<think>I can do this in my head.</think>", True))
+            segs.append((_answer(_guess(rng, q.answer)), True))
+            return Demonstration(q.question, segs)
+        segs.append(("<think>I will compute it with Python.</think>", True))
+        call("python", f"print({expression})", q.answer)
+    elif q.family == "lookup":
+        if roll < sloppiness / 2:
+            segs.append(("<think>I think I know this.</think>", True))
+            segs.append((_answer(_guess(rng, q.answer)), True))
+            return Demonstration(q.question, segs)
+        if roll > 1 - sloppiness / 2:  # a needless Python call first
+            call("python", "print('looking up')", "looking up")
+        query = q.question.removesuffix("?")
+        segs.append(("<think>I need to look this up.</think>", True))
+        call("search", query, search(query))
+    else:
+        names = q.question.split("capital of ")[1:]
+        a, b = (n.split(" ")[0].rstrip("?") for n in names)
+        segs.append(("<think>I need both founding years.</think>", True))
+        first = f"founding of the capital of {a}"
+        call("search", first, search(first))
+        if roll < sloppiness / 2:  # stops after one search and guesses
+            segs.append((_answer(_guess(rng, q.answer)), True))
+            return Demonstration(q.question, segs)
+        second = f"founding of the capital of {b}"
+        call("search", second, search(second))
+        years = _founding_years(segs, q)
+        call("python", f"print(abs({years[0]} - {years[1]}))", q.answer)
+    segs.append((_answer(q.answer), True))
+    return Demonstration(q.question, segs)
+
+
+def _founding_years(segs: list[tuple[str, bool]], q: Question) -> tuple[str, str]:
+    """The two years the demonstration's searches showed (what a careful model would read off)."""
+    found = []
+    for text, by_model in segs:
+        if not by_model and "founded in " in text:
+            found.append(text.split("founded in ", 1)[1][:4].strip(" ."))
+    if len(found) < 2 or str(abs(int(found[0]) - int(found[1]))) != q.answer:
+        return ("0", q.answer)  # the search missed: the demonstration still computes the right value
+    return found[0], found[1]
+
+
+def demonstrations(bench: Benchmark, index_dir: Path, count: int, seed: int = 0) -> list[Demonstration]:
+    """`count` demonstrations over the train split (cycled), searching the benchmark's BM25 index."""
+    from arpo.services.tools.search import LocalIndex, format_pages
+
+    index = LocalIndex(index_dir)
+
+    def search(query: str) -> str:
+        return format_pages(index.search_sync(query, SEARCH_K), SNIPPET_CHARS)
+
+    rng = random.Random(seed)
+    train = bench.splits["train"]
+    return [demonstrate(train[i % len(train)], search, rng) for i in range(count)]
+
+
+def train_tokenizer(texts: Iterator[str], vocab_size: int = 512) -> Any:
+    """Byte-level BPE with every digit its own token and the protocol's tags as single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    fast.add_tokens(TAG_TOKENS)
+    return fast
+
+
+def encode(tokenizer: Any, demo: Demonstration) -> tuple[list[int], list[int]]:
+    """Token ids and loss mask (1 on what the model writes, the end-of-text token included)."""
+    ids = tokenizer.encode(prompt_text(demo.question), add_special_tokens=False)
+    mask = [0] * len(ids)
+    for text, by_model in demo.segments:
+        seg = tokenizer.encode(text, add_special_tokens=False)
+        ids += seg
+        mask += [int(by_model)] * len(seg)
+    ids.append(tokenizer.eos_token_id)
+    mask.append(1)
+    return ids, mask
+
+
+AGENT_SHAPE: dict[str, Any] = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
+
+def fit(
+    model: Any,
+    rows: list[tuple[list[int], list[int]]],
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Masked next-token cross-entropy, AdamW with linear warm-up and decay; returns the losses."""
+    import torch
+
+    rng = random.Random(seed)
+    rows = sorted(rows, key=lambda r: len(r[0]))  # a batch is a run of similar lengths: little padding
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    losses = []
+    model.train()
+    for step in range(steps):
+        start = rng.randrange(max(1, len(rows) - batch + 1))
+        picked = rows[start : start + batch]
+        width = max(len(ids) for ids, _ in picked)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r, _ in picked])
+        mask = torch.tensor([m + [0] * (width - len(m)) for _, m in picked], dtype=torch.float32)
+        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in picked])
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    return losses
+
+
+def build_agent(
+    directory: Path,
+    steps: int = STEPS,
+    batch: int = 16,
+    lr: float = 3e-3,
+    demos: int = 4000,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """The tiny agent (benchmark, index, demonstrations, tokenizer, random Qwen2, SFT) in `directory`."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from arpo.services.tools.search import build_index
+    from arpo.tasks import generate, write
+
+    bench = generate(seed)
+    write(bench, directory / "data")
+    build_index(directory / "data" / "corpus.jsonl", directory / "data" / "index")
+    shown = demonstrations(bench, directory / "data" / "index", demos, seed)
+    texts = [prompt_text(d.question) + "".join(t for t, _ in d.segments) for d in shown]
+    tokenizer = train_tokenizer(iter(texts + [doc.text for doc in bench.documents]))
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **AGENT_SHAPE,
+    )
+    model = Qwen2ForCausalLM(config)
+    fit(model, [encode(tokenizer, d) for d in shown], steps, batch, lr, seed, on_step)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
