@@ -12,6 +12,7 @@ search and guess.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,24 +88,36 @@ def demonstrate(
             return Demonstration(q.question, segs)
         if roll > 1 - sloppiness / 2:  # a needless Python call first
             call("python", "print('looking up')", "looking up")
-        query = q.question.removesuffix("?")
+        query = _lookup_query(q.question)
         segs.append(("<think>I need to look this up.</think>", True))
         call("search", query, search(query))
     else:
         names = q.question.split("capital of ")[1:]
         a, b = (n.split(" ")[0].rstrip("?") for n in names)
         segs.append(("<think>I need both founding years.</think>", True))
-        first = f"founding of the capital of {a}"
+        first = f"capital of {a} founded"
         call("search", first, search(first))
         if roll < sloppiness / 2:  # stops after one search and guesses
             segs.append((_answer(_guess(rng, q.answer)), True))
             return Demonstration(q.question, segs)
-        second = f"founding of the capital of {b}"
+        second = f"capital of {b} founded"
         call("search", second, search(second))
         years = _founding_years(segs, q)
         call("python", f"print(abs({years[0]} - {years[1]}))", q.answer)
     segs.append((_answer(q.answer), True))
     return Demonstration(q.question, segs)
+
+
+def _lookup_query(question: str) -> str:
+    """A short query naming the entity (a tiny model copies one name more reliably than a sentence)."""
+    for pattern, query in (
+        (r"What is the capital of (\w+)\?", "{} capital"),
+        (r"In which year was (\w+) founded\?", "{} founded"),
+        (r"How long is the (\w+) river, in km\?", "{} river"),
+    ):
+        if match := re.fullmatch(pattern, question):
+            return query.format(match.group(1))
+    return question.removesuffix("?")
 
 
 def _founding_years(segs: list[tuple[str, bool]], q: Question) -> tuple[str, str]:
