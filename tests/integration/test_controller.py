@@ -18,13 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 from schemathesis.checks import not_a_server_error
 
-from arpo.localredis import LocalRedis
+from arpo.localredis import LocalRedis, free_port
 from arpo.proto import keys
 from arpo.proto.runs import RunSpec, RunState, StepMetrics
 from arpo.services.controller.app import create_app
 from arpo.services.controller.registry import RunRegistry
 from arpo.services.controller.settings import ControllerSettings
-from arpo.services.learner.deepspeed_backend import free_port
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "s3cret-token-0123456789"

@@ -13,13 +13,13 @@ import torch
 from safetensors.torch import load_file
 
 from arpo.core.advantages import AdvantageMode
+from arpo.localredis import free_port
 from arpo.services.learner import checkpoint
 from arpo.services.learner.batches import tree_batch
 from arpo.services.learner.deepspeed_backend import (
     DeepSpeedLearner,
     DeepSpeedOptions,
     deepspeed_config,
-    free_port,
 )
 from arpo.services.learner.torch_backend import TorchLearner
 from tests.integration.learner_helpers import config, make_tree

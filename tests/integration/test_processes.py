@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from arpo.localredis import start_server
-from arpo.services.learner.deepspeed_backend import free_port
+from arpo.localredis import free_port, start_server
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "process-test-token-0123"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
+from arpo.localredis import free_port
 from arpo.proto.rollout import GenerateRequest, SamplingParams
 from arpo.services.rollout.app import create_app
 from arpo.services.rollout.client import RolloutClient, RolloutError
@@ -85,12 +85,6 @@ def test_weights_endpoint_errors(engine: HFEngine, tmp_path: Path) -> None:
     empty = post(engine, {"path": str(tmp_path), "policy_version": 3}, "/v1/weights")
     assert empty.status_code == 422 and "no .safetensors" in empty.text
     assert engine.policy_version == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ of compiling its shm op (about two minutes per fresh machine; gloo is what a CPU
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from arpo.config import RunConfig
+from arpo.localredis import free_port
 from arpo.services.learner.batches import TrainSequence, micro_batches
 from arpo.services.learner.torch_backend import TorchLearner
 
@@ -66,12 +66,6 @@ def deepspeed_config(config: RunConfig, options: DeepSpeedOptions, world_size: i
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init_distributed(device: torch.device) -> None:
