@@ -20,6 +20,7 @@ from typing import Any
 
 from arpo.core import tags
 from arpo.tasks import Benchmark, Question
+from arpo.tiny import bpe_tokenizer, random_model
 
 TAG_TOKENS = [
     "<think>",
@@ -147,26 +148,7 @@ def demonstrations(bench: Benchmark, index_dir: Path, count: int, seed: int = 0)
 
 def train_tokenizer(texts: Iterator[str], vocab_size: int = 512) -> Any:
     """Byte-level BPE with every digit its own token and the protocol's tags as single tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-    fast.add_tokens(TAG_TOKENS)
-    return fast
+    return bpe_tokenizer(texts, vocab_size, split_digits=True, tokens=TAG_TOKENS)
 
 
 def encode(tokenizer: Any, demo: Demonstration) -> tuple[list[int], list[int]]:
@@ -180,15 +162,6 @@ def encode(tokenizer: Any, demo: Demonstration) -> tuple[list[int], list[int]]:
     ids.append(tokenizer.eos_token_id)
     mask.append(1)
     return ids, mask
-
-
-AGENT_SHAPE: dict[str, Any] = {
-    "hidden_size": 128,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-}
 
 
 def fit(
@@ -244,9 +217,6 @@ def build_agent(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """The tiny agent (benchmark, index, demonstrations, tokenizer, random Qwen2, SFT) in `directory`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from arpo.services.tools.search import build_index
     from arpo.tasks import generate, write
 
@@ -256,16 +226,7 @@ def build_agent(
     shown = demonstrations(bench, directory / "data" / "index", demos, seed)
     texts = [prompt_text(d.question) + "".join(t for t, _ in d.segments) for d in shown]
     tokenizer = train_tokenizer(iter(texts + [doc.text for doc in bench.documents]))
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **AGENT_SHAPE,
-    )
-    model = Qwen2ForCausalLM(config)
+    model = random_model(tokenizer, "agent", seed)
     fit(model, [encode(tokenizer, d) for d in shown], steps, batch, lr, seed, on_step)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -7,6 +7,7 @@ same `from_pretrained` path as any Hugging Face model.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ SHAPES: dict[str, dict[str, Any]] = {
         "hidden_size": 128,
         "intermediate_size": 256,
         "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    },
+    # The tiny agent that `arpo sft` cold-starts (arpo:agent-tiny).
+    "agent": {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
     },
@@ -45,13 +54,21 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_tokenizer(vocab_size: int = 384) -> Any:
-    """A byte-level BPE tokenizer trained on `CORPUS`, with an end-of-text token and no chat template."""
+def bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, split_digits: bool = False, tokens: Sequence[str] = ()
+) -> Any:
+    """A byte-level BPE tokenizer trained on `texts`, with an end-of-text token and no chat template;
+    `split_digits` makes every digit its own token, `tokens` are added whole (never split, kept in text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -59,10 +76,18 @@ def tiny_tokenizer(vocab_size: int = 384) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
+    if tokens:
+        fast.add_tokens(list(tokens))
+    return fast
+
+
+def tiny_tokenizer(vocab_size: int = 384) -> Any:
+    """A byte-level BPE tokenizer trained on `CORPUS`, with an end-of-text token and no chat template."""
+    return bpe_tokenizer(CORPUS * 4, vocab_size)
 
 
 def random_model(

@@ -6,13 +6,13 @@ import random
 from collections import Counter
 
 import pytest
-import torch
 
 from arpo.core import tags
 from arpo.core.rewards import check_format
 from arpo.services.tools.search import build_index
-from arpo.sft import AGENT_SHAPE, demonstrations, encode, fit, prompt_text, train_tokenizer
+from arpo.sft import demonstrations, encode, fit, prompt_text, train_tokenizer
 from arpo.tasks import generate, write
+from arpo.tiny import random_model
 
 BENCH = generate(seed=0, countries=20, sizes=(90, 9, 9))
 
@@ -64,11 +64,8 @@ def test_the_loss_covers_only_what_the_model_writes(demos: list) -> None:  # typ
 
 
 def test_supervised_steps_lower_the_loss(demos: list) -> None:  # type: ignore[type-arg]
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     tokenizer = train_tokenizer(iter([prompt_text(d.question) + response(d) for d in demos]))
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), **AGENT_SHAPE))
+    model = random_model(tokenizer, "agent", seed=0)
     rows = [encode(tokenizer, d) for d in demos[:32]]
     losses = fit(model, rows, steps=30, batch=8, lr=3e-3, seed=random.Random(0).randrange(10))
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
