@@ -95,19 +95,15 @@ class RunRegistry:
         return RunSpec.model_validate_json(raw)
 
     async def runs(self, limit: int = 100, state: RunState | None = None) -> list[RunStatus]:
-        """Newest first."""
+        """Newest first (two round trips however many runs: learners and agents poll this; a pipeline of
+        GETs, not MGET, because each run's keys live in their own Redis Cluster slot)."""
         ids: Any = await self.redis.zrevrange(keys.runs_index(), 0, -1)
-        out = []
-        for run_id in ids:
-            try:
-                status = await self.get(_text(run_id))
-            except RunNotFoundError:
-                continue  # deleted between the two reads
-            if state is None or status.state is state:
-                out.append(status)
-            if len(out) == limit:
-                break
-        return out
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.get(keys.run_status(_text(run_id)))
+            raws: Any = await pipe.execute()
+        statuses = [RunStatus.model_validate_json(r) for r in raws if r is not None]  # None: just deleted
+        return [s for s in statuses if state is None or s.state is state][:limit]
 
     async def _transition(self, run_id: str, change: Callable[[RunStatus], RunStatus | None]) -> RunStatus:
         """Apply `change` atomically (optimistic: retried if the status changed meanwhile). `change` may
