@@ -88,8 +88,8 @@ def _agentic(directory: Path) -> None:
 def _agentic_index(directory: Path) -> None:
     from arpo.services.tools.search import build_index
 
-    _agentic(directory)
-    build_index(directory / "corpus.jsonl", directory / "index")
+    # The dataset's own corpus (built once, shared), not a second copy of the benchmark.
+    build_index(Path(resolve_dataset(f"{PREFIX}agentic")) / "corpus.jsonl", directory / "index")
 
 
 def _agent_tiny(directory: Path) -> None:
