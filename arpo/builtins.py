@@ -1,15 +1,16 @@
 """Built-in models and datasets, named `arpo:<name>`, built on first use under ~/.cache/arpo (no hub).
 
 `arpo:tiny` is the project's tiny random Qwen2 with its own tokenizer (`arpo.tiny`); `arpo:agent-tiny`
-the tiny agent cold-started by `arpo.sft` (a few minutes on first use, then cached); `arpo:arith` is a
-small arithmetic task whose answers a Python tool call computes exactly; `arpo:facts` a BM25 index over
-a few made-up documents (for the local search backend); `arpo:agentic` the generated benchmark of
-`arpo.tasks` (its splits as a dataset, its corpus as an index). Any other name or path is returned unchanged:
-Hugging Face (or the tool service) loads it as usual.
+the tiny agent cold-started by `arpo.sft` (shipped in arpo/assets: 1.1M parameters, 4.5 MB; `arpo sft`
+reproduces it); `arpo:arith` is a small arithmetic task whose answers a Python tool call computes
+exactly; `arpo:facts` a BM25 index over a few made-up documents (for the local search backend);
+`arpo:agentic` the generated benchmark of `arpo.tasks` (its splits as a dataset, its corpus as an
+index). Any other name or path is returned unchanged: Hugging Face (or the tool service) loads it as usual.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -92,16 +93,24 @@ def _agentic_index(directory: Path) -> None:
     build_index(Path(resolve_dataset(f"{PREFIX}agentic")) / "corpus.jsonl", directory / "index")
 
 
+ASSETS = Path(__file__).parent / "assets"
+
+
 def _agent_tiny(directory: Path) -> None:
-    from rich.progress import Progress
+    """The shipped checkpoint (arpo/assets/agent-tiny, reproduced by `arpo sft`), if it was trained on the
+    benchmark this code generates."""
+    from arpo.sft import MANIFEST
+    from arpo.tasks import VERSION
 
-    from arpo.sft import STEPS, build_agent
-
-    with Progress() as progress:
-        task = progress.add_task("building arpo:agent-tiny (SFT, first use only)", total=STEPS)
-        build_agent(
-            directory, steps=500, batch=16, on_step=lambda s, _: progress.update(task, completed=s + 1)
+    shipped = ASSETS / "agent-tiny"
+    manifest = json.loads((shipped / MANIFEST).read_text())
+    if manifest["benchmark_version"] != VERSION:
+        raise ValueError(
+            f"model: arpo:agent-tiny was trained on benchmark version {manifest['benchmark_version']} and "
+            f"arpo.tasks generates version {VERSION}; train one with `arpo sft DIR` and use DIR as the model"
         )
+    for f in shipped.iterdir():
+        shutil.copy2(f, directory / f.name)
 
 
 # kind -> name -> (builder, the file or folder inside the built directory that is the artifact)
@@ -120,7 +129,22 @@ def _resolve(kind: str, path_or_name: str) -> str:
         raise ValueError(f"{kind}: no built-in {kind} {path_or_name!r} (built-in: {sorted(table)})")
     build, artifact = table[name]
     folder = {"model": "models", "dataset": "datasets", "index": "indexes"}[kind]
-    return str(_build_once(cache_dir() / folder / name, build) / artifact)
+    return str(_build_once(cache_dir() / folder / f"{name}{_edition(name)}", build) / artifact)
+
+
+def _edition(name: str) -> str:
+    """A suffix that changes with what a built-in is built from, so an upgrade never reads a stale cache:
+    the benchmark's version for `agentic`, the shipped checkpoint's digest for `agent-tiny`."""
+    if name == "agentic":
+        from arpo.tasks import VERSION
+
+        return f"-v{VERSION}"
+    if name == "agent-tiny":
+        digest = hashlib.sha256()
+        for f in sorted((ASSETS / "agent-tiny").iterdir()):
+            digest.update(f.name.encode() + f.read_bytes())
+        return f"-{digest.hexdigest()[:12]}"
+    return ""
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from arpo import sft as sft_defaults
 from arpo.cli_runs import register as register_run_commands
 from arpo.config import ConfigError, RunConfig, load_config
 
@@ -191,13 +192,22 @@ def serve(
 @app.command()
 def sft(
     out: Annotated[Path, typer.Argument(help="Folder for the trained model and tokenizer (and data/).")],
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1500,
-    batch: Annotated[int, typer.Option(min=1, help="Demonstrations per step.")] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 3e-3,
-    demos: Annotated[int, typer.Option(min=1, help="Demonstrations generated.")] = 4000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = sft_defaults.STEPS,
+    batch: Annotated[int, typer.Option(min=1, help="Demonstrations per step.")] = sft_defaults.BATCH,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = sft_defaults.LR,
+    demos: Annotated[int, typer.Option(min=1, help="Demonstrations generated.")] = sft_defaults.DEMOS,
     seed: Annotated[int, typer.Option(min=0, help="Benchmark and training seed.")] = 0,
+    sloppiness: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of imperfect demonstrations (skipped or needless tools)."),
+    ] = sft_defaults.SLOPPINESS,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Continue training this earlier `arpo sft` output instead of a new model."),
+    ] = None,
 ) -> None:
-    """Cold-start the tiny agent: the benchmark, imperfect tool-use demonstrations, SFT (arpo:agent-tiny)."""
+    """Cold-start the tiny agent: the benchmark, imperfect tool-use demonstrations, SFT. The defaults
+    reproduce the shipped arpo:agent-tiny (about 30 minutes on 2 cores)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from arpo.sft import build_agent
@@ -212,7 +222,17 @@ def sft(
         def on_step(step: int, loss: float) -> None:
             progress.update(task, completed=step + 1, description=f"sft loss {loss:.3f}")
 
-        build_agent(out, steps=steps, batch=batch, lr=lr, demos=demos, seed=seed, on_step=on_step)
+        build_agent(
+            out,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            demos=demos,
+            seed=seed,
+            on_step=on_step,
+            sloppiness=sloppiness,
+            init_from=init_from,
+        )
     console.print(f"saved to {out} (load it by path, or use the built-in arpo:agent-tiny)")
 
 
@@ -323,6 +343,39 @@ def bench(
         if out is not None:
             with out.open("a") as f:
                 f.write(line + "\n")
+
+
+@app.command()
+def compare(
+    spec: Annotated[Path, typer.Argument(help="RunSpec (with a validation block) both methods start from.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.json, report.md, plots, records.")] = Path(
+        "benchmarks/arpo-vs-grpo"
+    ),
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs ARPO and GRPO.")] = "0,1,2",
+    test_questions: Annotated[int, typer.Option(min=1, help="Test questions per evaluation.")] = 1000,
+    test_split: Annotated[str, typer.Option(help="Split of the spec's dataset to test on.")] = "test",
+) -> None:
+    """ARPO vs GRPO from the same checkpoint at equal trajectory budget: embedded runs, then test evals."""
+    import asyncio
+
+    from arpo.cli_runs import load_spec
+    from arpo.compare import compare as run_compare
+
+    try:
+        parsed = load_spec(spec)
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except (ConfigError, ValueError) as err:
+        errors.print(f"[red]invalid input[/red] {err}", highlight=False)
+        raise typer.Exit(2) from None
+    if not seed_list:
+        errors.print("--seeds: give at least one seed")
+        raise typer.Exit(2)
+    try:
+        asyncio.run(run_compare(parsed, out, seed_list, test_split, test_questions, console.print))
+    except (ConfigError, ValueError) as err:
+        errors.print(f"arpo compare: {err}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"report: {out / 'report.md'}")
 
 
 register_run_commands(app)

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from arpo.config import ConfigError, describe_validation_error
-from arpo.proto.runs import RunSpec, RunStatus, StepMetrics
+from arpo.proto.runs import RunSpec, RunStatus, StepMetrics, ValidationMetrics
 
 console = Console()
 errors = Console(stderr=True)
@@ -125,7 +125,14 @@ def _embedded(spec: RunSpec, directory: Path, run_id: str | None, steps: int | N
                     f"({m.time_step_s or 0:.1f}s)"
                 )
 
-            return await run.run(started, stepped)
+            async def validated(v: ValidationMetrics) -> None:
+                progress.console.print(
+                    f"[bold]validation[/bold] after {v.step} steps: accuracy {v.accuracy:.3f} "
+                    f"reward {v.reward_mean:.3f} tools/question {v.tool_calls_per_question:.2f} "
+                    f"({v.questions} questions, {v.time_s:.1f}s)"
+                )
+
+            return await run.run(started, stepped, validated)
 
     try:
         asyncio.run(main())
@@ -139,6 +146,16 @@ def _embedded(spec: RunSpec, directory: Path, run_id: str | None, steps: int | N
     console.print(
         f"run {run.run_id}: weights, checkpoints and TensorBoard logs in {directory / str(run.run_id)}"
     )
+    if len(run.validations) >= 2:
+        first, last = run.validations[0], run.validations[-1]
+        console.print(
+            f"[bold]validation accuracy {first.accuracy:.3f} -> {last.accuracy:.3f}[/bold] "
+            f"(reward {first.reward_mean:.3f} -> {last.reward_mean:.3f}, tool calls per question "
+            f"{first.tool_calls_per_question:.2f} -> {last.tool_calls_per_question:.2f}) "
+            f"from step {first.step} to step {last.step}"
+        )
+    if run.plot is not None:
+        console.print(f"learning curves: {run.plot}")
     return 130 if interrupted else 0
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from redis.asyncio import Redis
 from arpo.builtins import BUILT_INS, PREFIX, resolve_model
 from arpo.config import ConfigError
 from arpo.localredis import connect_or_start
-from arpo.proto.runs import RunSpec, StepMetrics
+from arpo.plots import run_curves
+from arpo.proto.runs import RunSpec, StepMetrics, ValidationMetrics
 from arpo.services.agent.pool import RolloutPool
 from arpo.services.agent.store import TreeStore
 from arpo.services.agent.trajectory import Context
@@ -50,6 +52,35 @@ class EmbeddedOptions:
     """Agent workers (coroutines) growing the trees."""
 
 
+def tools_settings(dataset: str) -> ToolsSettings:
+    """ARPO_TOOLS_* as the service reads them, with embedded defaults: isolation `auto` (namespaces when
+    the host allows them), the built-in index of a built-in dataset (`arpo:agentic`'s corpus), else
+    `arpo:facts`, and the pages per search the cold-start demonstrations show."""
+    index = dataset if dataset.removeprefix(PREFIX) in BUILT_INS["index"] else f"{PREFIX}facts"
+    env = {
+        "ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value,
+        "ARPO_TOOLS_INDEX": index,
+        "ARPO_TOOLS_SEARCH_K": str(SEARCH_K),
+    }
+    return ToolsSettings.from_env(env | {k: v for k, v in os.environ.items() if k.startswith("ARPO_TOOLS_")})
+
+
+@asynccontextmanager
+async def local_services(spec: RunSpec) -> AsyncIterator[tuple[HFEngine, RolloutClient, ToolsClient]]:
+    """The rollout service (HF engine on CPU, the spec's model) and the tool service, in this process,
+    behind their HTTP contracts: (engine, rollout client, tools client)."""
+    ref = spec.model
+    engine = HFEngine.from_pretrained(resolve_model(ref.name_or_path), ref.revision, ref.dtype, "cpu")
+    rollout_app = create_rollout_app(engine, RolloutSettings(model=ref.name_or_path))
+    tools_app = build_tools_app(tools_settings(spec.dataset.path_or_name))
+    async with (
+        tools_app.router.lifespan_context(tools_app),
+        RolloutClient.in_process(rollout_app) as rollout,
+        ToolsClient.in_process(tools_app, timeout_s=spec.config.rollout.tool_timeout_s + 30) as tools,
+    ):
+        yield engine, rollout, tools
+
+
 class Embedded:
     """One embedded run; `stop()` finishes the current step (checkpoint included) and returns."""
 
@@ -57,6 +88,10 @@ class Embedded:
         self.spec, self.options = spec, options
         self.loop: StepLoop | None = None
         self.run_id: str | None = None
+        self.plot: Path | None = None
+        """The learning curves (PNG) written at the end of the run."""
+        self.validations: list[ValidationMetrics] = []
+        """Every validation of the run (resumed runs included), read at its end."""
         self._stop_requested = False
 
     def stop(self) -> None:
@@ -73,29 +108,15 @@ class Embedded:
         self,
         on_start: Callable[[str, TreeStore], Awaitable[None]] | None = None,
         on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+        on_validation: Callable[[ValidationMetrics], Awaitable[None]] | None = None,
     ) -> list[StepMetrics]:
         server = connect_or_start()
         redis = Redis.from_url(server.url)
         try:
-            return await self._run(redis, on_start, on_step)
+            return await self._run(redis, on_start, on_step, on_validation)
         finally:
             await redis.aclose()
             server.close()
-
-    def _tools_settings(self) -> ToolsSettings:
-        """ARPO_TOOLS_* as the service reads them, with embedded defaults: isolation `auto` (namespaces
-        when the host allows them), the built-in index of a built-in dataset (`arpo:agentic`'s corpus),
-        else `arpo:facts`, and the pages per search the cold-start demonstrations show."""
-        dataset = self.spec.dataset.path_or_name
-        index = dataset if dataset.removeprefix(PREFIX) in BUILT_INS["index"] else f"{PREFIX}facts"
-        env = {
-            "ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value,
-            "ARPO_TOOLS_INDEX": index,
-            "ARPO_TOOLS_SEARCH_K": str(SEARCH_K),
-        }
-        return ToolsSettings.from_env(
-            env | {k: v for k, v in os.environ.items() if k.startswith("ARPO_TOOLS_")}
-        )
 
     async def _register(self, registry: RunRegistry) -> str:
         """A new run, or the named one resumed (from its checkpoint); ConfigError if it has ended."""
@@ -119,19 +140,12 @@ class Embedded:
         redis: Redis,
         on_start: Callable[[str, TreeStore], Awaitable[None]] | None,
         on_step: Callable[[StepMetrics], Awaitable[None]] | None,
+        on_validation: Callable[[ValidationMetrics], Awaitable[None]] | None,
     ) -> list[StepMetrics]:
         spec, config = self.spec, self.spec.config
         self.run_id = run_id = await self._register(RunRegistry(redis))
-        ref = spec.model
-        engine = HFEngine.from_pretrained(resolve_model(ref.name_or_path), ref.revision, ref.dtype, "cpu")
-        rollout_app = create_rollout_app(engine, RolloutSettings(model=ref.name_or_path))
-        tools_app = build_tools_app(self._tools_settings())
         store = TreeStore(redis, run_id)
-        async with (
-            tools_app.router.lifespan_context(tools_app),
-            RolloutClient.in_process(rollout_app) as rollout,
-            ToolsClient.in_process(tools_app, timeout_s=config.rollout.tool_timeout_s + 30) as tools,
-        ):
+        async with local_services(spec) as (engine, rollout, tools):
             ctx = Context(store, RolloutPool({"embedded": rollout}), tools, engine, config)
             workers = [Worker(ctx, f"embedded-agent-{i}") for i in range(self.options.agents)]
             tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -141,10 +155,26 @@ class Embedded:
                 run_id=run_id, directory=str(self.options.directory), rollout_urls="", name="embedded"
             )
             try:
-                return await train_run(
-                    redis, run_id, spec, settings, {"embedded": rollout}, "embedded", self._attach, on_step
+                done = await train_run(
+                    redis,
+                    run_id,
+                    spec,
+                    settings,
+                    {"embedded": rollout},
+                    "embedded",
+                    self._attach,
+                    on_step,
+                    tools,
+                    on_validation,
                 )
             finally:
                 for w in workers:
                     w.stop()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        registry = RunRegistry(redis)
+        steps, self.validations = await registry.metrics(run_id), await registry.validation(run_id)
+        if steps or self.validations:
+            self.plot = run_curves(
+                steps, self.validations, self.options.directory / run_id / "curves.png", f"run {run_id}"
+            )
+        return done

@@ -5,8 +5,8 @@ renders for a chat without a template (`user: ...\\nassistant: `), tool results 
 service returns (Python's printed value; BM25 pages formatted by `format_pages`) wrapped by
 `format_tool_result`, and the loss covers only what the model writes (not the prompt, not results).
 They are deliberately imperfect, so that RL has something to improve: a share skips the tool and
-guesses, a share calls a tool it does not need, and multihop demonstrations sometimes stop after one
-search and guess.
+guesses, a share calls a tool it does not need (also on the direct questions that need none), and
+multihop demonstrations sometimes stop after one search and guess.
 """
 
 from __future__ import annotations
@@ -35,8 +35,15 @@ TAG_TOKENS = [
     "</answer>",
     "\\boxed{",
 ]
-STEPS = 1500  # SFT steps of arpo:agent-tiny (about 7 minutes on 2 cores)
-SEARCH_K = 3  # the embedded run sets ARPO_TOOLS_SEARCH_K to the same
+# The first stage of arpo:agent-tiny (shipped in arpo/assets/agent-tiny; its manifest lists the commands
+# that reproduce it): `arpo sft OUT` with these defaults, about 30 minutes on 2 cores.
+STEPS = 5000
+BATCH = 32
+LR = 2e-3
+DEMOS = 20_000
+SLOPPINESS = 0.25
+MANIFEST = "arpo-agent.json"
+SEARCH_K = 2  # the embedded run sets ARPO_TOOLS_SEARCH_K to the same
 SNIPPET_CHARS = 500
 
 
@@ -64,7 +71,7 @@ def _answer(value: str) -> str:
 
 
 def demonstrate(
-    q: Question, search: Callable[[str], str], rng: random.Random, sloppiness: float = 0.25
+    q: Question, search: Callable[[str], str], rng: random.Random, sloppiness: float = SLOPPINESS
 ) -> Demonstration:
     """One demonstration of `q`; `search(query)` returns the tool service's text for a query."""
     segs: list[tuple[str, bool]] = []
@@ -74,7 +81,12 @@ def demonstrate(
         segs.append((tags.format_tool_result(output), False))
 
     roll = rng.random()
-    if q.family == "compute":
+    if q.family == "direct":
+        if roll < sloppiness:  # a needless Python call
+            call("python", f"print({q.question.removeprefix('What is ').removesuffix('?')})", q.answer)
+        else:
+            segs.append(("<think>This is easy.</think>", True))
+    elif q.family == "compute":
         expression = q.question.removeprefix("What is ").removesuffix("?").replace("mod", "%")
         if roll < sloppiness / 2:  # skips the tool and guesses
             segs.append(("<think>I can do this in my head.</think>", True))
@@ -93,18 +105,21 @@ def demonstrate(
         segs.append(("<think>I need to look this up.</think>", True))
         call("search", query, search(query))
     else:
-        names = q.question.split("capital of ")[1:]
-        a, b = (n.split(" ")[0].rstrip("?") for n in names)
+        a, b = re.findall(r"founding of (\w+)", q.question)
         segs.append(("<think>I need both founding years.</think>", True))
-        first = f"capital of {a} founded"
-        call("search", first, search(first))
+        call("search", f"{a} founded", search(f"{a} founded"))
         if roll < sloppiness / 2:  # stops after one search and guesses
             segs.append((_answer(_guess(rng, q.answer)), True))
             return Demonstration(q.question, segs)
-        second = f"capital of {b} founded"
-        call("search", second, search(second))
-        years = _founding_years(segs, q)
-        call("python", f"print(abs({years[0]} - {years[1]}))", q.answer)
+        call("search", f"{b} founded", search(f"{b} founded"))
+        years = _founding_years(segs)
+        if years is None:  # a search missed: the demonstration guesses (rare; one more sloppy example)
+            segs.append((_answer(_guess(rng, q.answer)), True))
+            return Demonstration(q.question, segs)
+        computed = str(abs(int(years[0]) - int(years[1])))
+        call("python", f"print(abs({years[0]} - {years[1]}))", computed)
+        segs.append((_answer(computed), True))  # right when the searches found the right cities
+        return Demonstration(q.question, segs)
     segs.append((_answer(q.answer), True))
     return Demonstration(q.question, segs)
 
@@ -121,18 +136,19 @@ def _lookup_query(question: str) -> str:
     return question.removesuffix("?")
 
 
-def _founding_years(segs: list[tuple[str, bool]], q: Question) -> tuple[str, str]:
-    """The two years the demonstration's searches showed (what a careful model would read off)."""
+def _founding_years(segs: list[tuple[str, bool]]) -> tuple[str, str] | None:
+    """The years the demonstration's two searches showed first (what a careful model reads off), or None
+    when a search did not show one."""
     found = []
     for text, by_model in segs:
         if not by_model and "founded in " in text:
             found.append(text.split("founded in ", 1)[1][:4].strip(" ."))
-    if len(found) < 2 or str(abs(int(found[0]) - int(found[1]))) != q.answer:
-        return ("0", q.answer)  # the search missed: the demonstration still computes the right value
-    return found[0], found[1]
+    return (found[0], found[1]) if len(found) == 2 else None
 
 
-def demonstrations(bench: Benchmark, index_dir: Path, count: int, seed: int = 0) -> list[Demonstration]:
+def demonstrations(
+    bench: Benchmark, index_dir: Path, count: int, seed: int = 0, sloppiness: float = SLOPPINESS
+) -> list[Demonstration]:
     """`count` demonstrations over the train split (cycled), searching the benchmark's BM25 index."""
     from arpo.services.tools.search import LocalIndex, format_pages
 
@@ -143,7 +159,7 @@ def demonstrations(bench: Benchmark, index_dir: Path, count: int, seed: int = 0)
 
     rng = random.Random(seed)
     train = bench.splits["train"]
-    return [demonstrate(train[i % len(train)], search, rng) for i in range(count)]
+    return [demonstrate(train[i % len(train)], search, rng, sloppiness) for i in range(count)]
 
 
 def train_tokenizer(texts: Iterator[str], vocab_size: int = 512) -> Any:
@@ -210,24 +226,49 @@ def fit(
 def build_agent(
     directory: Path,
     steps: int = STEPS,
-    batch: int = 16,
-    lr: float = 3e-3,
-    demos: int = 4000,
+    batch: int = BATCH,
+    lr: float = LR,
+    demos: int = DEMOS,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    sloppiness: float = SLOPPINESS,
+    init_from: Path | None = None,
 ) -> Path:
-    """The tiny agent (benchmark, index, demonstrations, tokenizer, random Qwen2, SFT) in `directory`."""
+    """The tiny agent (benchmark, index, demonstrations, tokenizer, random Qwen2, SFT) in `directory`, with
+    a manifest naming the benchmark version it was trained on and how. `init_from`: continue training an
+    earlier agent (its tokenizer and weights) instead of starting from a random model."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from arpo.services.tools.search import build_index
-    from arpo.tasks import generate, write
+    from arpo.tasks import VERSION, generate, write
 
     bench = generate(seed)
     write(bench, directory / "data")
     build_index(directory / "data" / "corpus.jsonl", directory / "data" / "index")
-    shown = demonstrations(bench, directory / "data" / "index", demos, seed)
-    texts = [prompt_text(d.question) + "".join(t for t, _ in d.segments) for d in shown]
-    tokenizer = train_tokenizer(iter(texts + [doc.text for doc in bench.documents]))
-    model = random_model(tokenizer, "agent", seed)
+    shown = demonstrations(bench, directory / "data" / "index", demos, seed, sloppiness)
+    command = (
+        f"arpo sft OUT --steps {steps} --batch {batch} --lr {lr} --demos {demos} --seed {seed} "
+        f"--sloppiness {sloppiness}"
+    )
+    history: list[str] = []
+    if init_from is None:
+        texts = [prompt_text(d.question) + "".join(t for t, _ in d.segments) for d in shown]
+        tokenizer = train_tokenizer(iter(texts + [doc.text for doc in bench.documents]))
+        model = random_model(tokenizer, "agent", seed)
+    else:
+        earlier = json.loads((init_from / MANIFEST).read_text()) if (init_from / MANIFEST).is_file() else {}
+        if earlier.get("benchmark_version", VERSION) != VERSION:
+            raise ValueError(f"init_from: {init_from} was trained on another benchmark version")
+        tokenizer = AutoTokenizer.from_pretrained(init_from)
+        model = AutoModelForCausalLM.from_pretrained(init_from, dtype="float32")
+        history = earlier.get("commands", [])
+        command += " --init-from PREVIOUS_OUT"
     fit(model, [encode(tokenizer, d) for d in shown], steps, batch, lr, seed, on_step)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    manifest: dict[str, Any] = {"benchmark_version": VERSION, "seed": seed, "steps": steps, "batch": batch}
+    manifest |= {"lr": lr, "demos": demos, "sloppiness": sloppiness, "commands": [*history, command]}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return directory

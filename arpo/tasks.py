@@ -3,14 +3,16 @@
 A fictional world of countries, each with a capital city (founding year, population) and a river, is
 the only source of the lookup facts: a small model cannot know them, so it must `<search>` the
 generated corpus (one document per entity, plus distractors that mention look-alike names). Three
-families mirror the paper's domains:
+families mirror the paper's domains, and a fourth needs no tool:
 
-- compute: multi-digit products, sums of many terms, modular arithmetic (solvable with `<python>`);
+- compute: multi-digit products, sums of several terms, modular arithmetic (solvable with `<python>`);
 - lookup: one fact about one entity (solvable with `<search>`);
-- multihop: two lookups and a computation (e.g. years between the founding of two capitals).
+- multihop: two lookups and a computation (years between the founding of two cities);
+- direct: single-digit sums a small model answers without a tool (where needless tool calls show).
 
-Splits never share entities: countries are partitioned into train, validation and test before any
-question is drawn, and compute questions come from disjoint random streams. `VERSION` changes whenever
+Splits never share entities: countries are partitioned into train (the cold-start demonstrations), rl
+(reinforcement learning on entities the cold start never saw), validation and test before any question
+is drawn, and compute questions come from disjoint random streams. `VERSION` changes whenever
 the generator's output would.
 """
 
@@ -21,8 +23,16 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-VERSION = 1
-SPLITS = ("train", "validation", "test")
+VERSION = 3
+STREAMS = 2
+"""The random streams' name: version 3 only re-split version 2's entities (adding the rl split), so its
+corpus and train split are version 2's, byte for byte, and so is a model cold-started on either."""
+SPLITS = ("train", "rl", "validation", "test")
+PARTS = (9, 3, 1, 2)
+"""Countries per split, in fifteenths: `train` (the cold-start demonstrations), `rl` (reinforcement
+learning: entities the cold start never saw, so RL cannot win by recalling memorised facts),
+`validation`, `test`."""
+FAMILIES = ("compute", "lookup", "multihop", "direct")
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th"]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ia", "ou"]
 _CODAS = ["", "n", "r", "s", "l", "th", "nd", "rk"]
@@ -67,7 +77,7 @@ def _name(rng: random.Random, used: set[str], syllables: int) -> str:
 
 
 def world(seed: int, countries: int) -> list[Country]:
-    rng = random.Random(f"world-{VERSION}-{seed}")
+    rng = random.Random(f"world-{STREAMS}-{seed}")
     used: set[str] = set()
     return [
         Country(
@@ -84,7 +94,7 @@ def world(seed: int, countries: int) -> list[Country]:
 
 def corpus(countries: list[Country], seed: int) -> list[Document]:
     """One document per country, capital and river, plus a distractor per country."""
-    rng = random.Random(f"corpus-{VERSION}-{seed}")
+    rng = random.Random(f"corpus-{STREAMS}-{seed}")
     docs = []
     for i, c in enumerate(countries):
         docs.append(Document(f"c{i}", c.name, f"{c.name} is a country whose capital is {c.capital}."))
@@ -116,7 +126,7 @@ def _compute(rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(100, 9999), rng.randint(12, 999)
         return f"What is {a} * {b}?", str(a * b)
     if kind == "sum":
-        terms = [rng.randint(100, 999) for _ in range(rng.randint(5, 8))]
+        terms = [rng.randint(100, 999) for _ in range(rng.randint(3, 5))]
         return f"What is {' + '.join(map(str, terms))}?", str(sum(terms))
     a, b, m = rng.randint(100, 999), rng.randint(100, 999), rng.randint(7, 97)
     return f"What is ({a} * {b}) mod {m}?", str(a * b % m)
@@ -133,12 +143,15 @@ def _lookup(rng: random.Random, c: Country) -> tuple[str, str]:
 
 
 def questions(countries: list[Country], split: str, count: int, seed: int) -> list[Question]:
-    """`count` questions of `split` (a third of each family), over that split's countries only."""
-    rng = random.Random(f"questions-{VERSION}-{seed}-{split}")
+    """`count` questions of `split` (the families in turn), over that split's countries only."""
+    rng = random.Random(f"questions-{STREAMS}-{seed}-{split}")
     out = []
     for i in range(count):
-        family = ("compute", "lookup", "multihop")[i % 3]
-        if family == "compute":
+        family = FAMILIES[i % len(FAMILIES)]
+        if family == "direct":
+            x, y = rng.randint(1, 9), rng.randint(1, 9)
+            text, answer, tools = f"What is {x} + {y}?", str(x + y), []
+        elif family == "compute":
             text, answer = _compute(rng)
             tools = ["python"]
         elif family == "lookup":
@@ -147,8 +160,7 @@ def questions(countries: list[Country], split: str, count: int, seed: int) -> li
         else:
             a, b = rng.sample(countries, 2)
             text = (
-                f"How many years passed between the founding of the capital of {a.name} and the founding "
-                f"of the capital of {b.name}?"
+                f"How many years passed between the founding of {a.capital} and the founding of {b.capital}?"
             )
             answer, tools = str(abs(a.founded - b.founded)), ["search", "search", "python"]
         out.append(Question(f"{split}-{i}", family, text, answer, tools))
@@ -163,11 +175,14 @@ class Benchmark:
 
 
 def generate(
-    seed: int = 0, countries: int = 60, sizes: tuple[int, int, int] = (3000, 300, 1200)
+    seed: int = 0, countries: int = 600, sizes: tuple[int, int, int, int] = (20000, 4000, 400, 1200)
 ) -> Benchmark:
-    """The benchmark of `seed`: countries split 60/20/20 between train, validation and test."""
+    """The benchmark of `seed`: countries split 9:3:1:2 between train, rl, validation and test."""
     everyone = world(seed, countries)
-    cut = [0, int(countries * 0.6), int(countries * 0.8), countries]
+    cut = [0]
+    for part in PARTS:
+        cut.append(cut[-1] + countries * part // sum(PARTS))
+    cut[-1] = countries
     by_split = {s: everyone[cut[i] : cut[i + 1]] for i, s in enumerate(SPLITS)}
     return Benchmark(
         by_split,

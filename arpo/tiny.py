@@ -34,7 +34,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "intermediate_size": 512,
         "num_hidden_layers": 4,
         "num_attention_heads": 2,
-        "num_key_value_heads": 1,
+        "num_key_value_heads": 2,  # no shared keys: copying needs a position head and a content head
     },
     # The layer shapes of Qwen2.5-0.5B and -1.5B (vocabulary is the tokenizer's), for benchmarks.
     "0.5b": {

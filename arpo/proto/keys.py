@@ -43,6 +43,11 @@ def run_metrics(run_id: str) -> str:
     return f"{_run(run_id)}:metrics"
 
 
+def run_validation(run_id: str) -> str:
+    """Stream: one ValidationMetrics JSON per validated policy version."""
+    return f"{_run(run_id)}:validation"
+
+
 def run_events(run_id: str) -> str:
     """Stream: state changes and log lines for the events endpoint."""
     return f"{_run(run_id)}:events"

@@ -41,6 +41,20 @@ class DatasetRef(Message):
     """Scoring of answers; None = the run's reward.default_metric."""
 
 
+class ValidationSpec(Message):
+    """Held-out questions the run answers with its current policy every few steps (no training on them):
+    one trajectory each through the same agent loop and tools, greedy by default."""
+
+    split: str = "validation"
+    """Split of the run's dataset to read (a dataset folder's `<split>.jsonl`)."""
+    questions: int = Field(100, ge=1, le=100_000)
+    """Questions used: the split's first ones."""
+    every_steps: int = Field(5, ge=1)
+    """Validate the initial policy, every this many steps, and the final one."""
+    temperature: float = Field(0.0, ge=0)
+    """Sampling temperature; 0 = greedy."""
+
+
 class RunSpec(Message):
     """Everything needed to launch a run."""
 
@@ -52,6 +66,8 @@ class RunSpec(Message):
     """Training data."""
     config: RunConfig = RunConfig()
     """Every algorithm knob."""
+    validation: ValidationSpec | None = None
+    """Periodic validation; None = none (needs the tool service: embedded, or ARPO_LEARNER_TOOLS_URL)."""
 
 
 class RunState(StrEnum):
@@ -97,6 +113,8 @@ class StepMetrics(Message):
     """Mean response length (tokens after the prompt, tool results included) per leaf."""
     response_tokens_max: int = Field(0, ge=0)
     """Longest response of the step."""
+    generated_tokens: int = Field(0, ge=0)
+    """Tokens the model generated in the step (tree nodes once each: a shared prefix counts once)."""
     advantage_mean: float | None = None
     """Mean advantage over the trained tokens."""
     advantage_std: float | None = None
@@ -129,6 +147,33 @@ class StepMetrics(Message):
     """Wall-clock seconds of the whole step."""
     train_tokens_per_s: float | None = None
     """Tokens through the learner's forward/backward passes per second of training."""
+
+
+class ValidationMetrics(Message):
+    """One validation of a policy version on the run's held-out questions."""
+
+    step: int = Field(ge=0)
+    """Training steps done when the policy was validated (0 = the initial policy)."""
+    policy_version: int = Field(ge=0)
+    """Policy version validated."""
+    questions: int = Field(ge=0)
+    """Questions answered."""
+    accuracy: float = Field(ge=0, le=1)
+    """Mean answer score (exact match: share of questions answered correctly)."""
+    reward_mean: float
+    """Mean reward."""
+    format_ok_rate: float = Field(ge=0, le=1)
+    """Share of answers in a valid tag format."""
+    tool_calls_per_question: float = Field(ge=0)
+    """Mean tool calls per question."""
+    tool_calls_per_solved: float = Field(ge=0)
+    """Mean tool calls per solved question (0 when none is)."""
+    response_tokens_mean: float = Field(ge=0)
+    """Mean tokens the model wrote per question (tool results excluded)."""
+    failed: int = Field(0, ge=0)
+    """Questions whose trajectory failed (engine or tools down); scored 0."""
+    time_s: float = Field(ge=0)
+    """Wall-clock seconds of the validation."""
 
 
 class RunStatus(Message):

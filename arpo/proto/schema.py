@@ -24,7 +24,15 @@ from arpo.proto.rollout import (
     WeightsStatus,
     WeightsUpdate,
 )
-from arpo.proto.runs import DatasetRef, ModelRef, RunSpec, RunStatus, StepMetrics
+from arpo.proto.runs import (
+    DatasetRef,
+    ModelRef,
+    RunSpec,
+    RunStatus,
+    StepMetrics,
+    ValidationMetrics,
+    ValidationSpec,
+)
 from arpo.proto.tools import (
     PythonRequest,
     SearchHit,
@@ -64,7 +72,9 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     DatasetRef,
     RunConfig,
     RunSpec,
+    ValidationSpec,
     StepMetrics,
+    ValidationMetrics,
     RunStatus,
     CompletionRequest,
     CompletionResponse,

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from arpo.embedded import Embedded, EmbeddedOptions
 from arpo.localredis import LocalRedis
-from arpo.proto.runs import RunSpec, RunState, StepMetrics
+from arpo.proto.runs import RunSpec, RunState, StepMetrics, ValidationSpec
 from arpo.services.controller.app import create_app
 from arpo.services.controller.registry import RunRegistry
 from arpo.services.controller.settings import ControllerSettings
@@ -31,6 +31,9 @@ SPEC = RunSpec.model_validate(
         },
     }
 )
+VALIDATED = SPEC.model_copy(
+    update={"validation": ValidationSpec(split="train", questions=3, every_steps=2, temperature=0.0)}
+)
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +49,7 @@ async def cleanup(url: str, run_id: str) -> None:
 
 
 def test_an_embedded_run_trains_publishes_checkpoints_and_reports(tmp_path: Path, redis_url: str) -> None:
-    run = Embedded(SPEC, EmbeddedOptions(directory=tmp_path))
+    run = Embedded(VALIDATED, EmbeddedOptions(directory=tmp_path))
     done = asyncio.run(run.run())
     assert [m.step for m in done] == [0, 1] and run.run_id is not None
     assert all(m.trees == 2 and m.trajectories == 8 and m.time_train_s is not None for m in done)
@@ -54,6 +57,7 @@ def test_an_embedded_run_trains_publishes_checkpoints_and_reports(tmp_path: Path
     assert sorted(p.name for p in (out / "weights").iterdir()) == ["v000001", "v000002"]
     assert (out / "checkpoints" / "latest").read_text() == "step-2"
     assert list((out / "tensorboard").iterdir())
+    assert run.plot == out / "curves.png" and run.plot.read_bytes().startswith(b"\x89PNG")
 
     async def read() -> None:
         redis = Redis.from_url(redis_url)
@@ -66,6 +70,13 @@ def test_an_embedded_run_trains_publishes_checkpoints_and_reports(tmp_path: Path
             node = trees[0]["nodes"][1]
             assert len(node["entropies"]) == len(node["token_ids"]) > 0
             assert len((await api.get(f"/v1/runs/{run.run_id}/metrics")).json()) == 2
+            validation = (await api.get(f"/v1/runs/{run.run_id}/validation")).json()
+            # the initial policy, then every 2 steps (the last step is 2): versions 0 and 2
+            assert [(v["step"], v["policy_version"], v["questions"]) for v in validation] == [
+                (0, 0, 3),
+                (2, 2, 3),
+            ]
+            assert all(0 <= v["accuracy"] <= 1 and v["failed"] == 0 for v in validation)
         await redis.aclose()
 
     asyncio.run(read())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -14,7 +15,7 @@ from arpo.sft import demonstrations, encode, fit, prompt_text, train_tokenizer
 from arpo.tasks import generate, write
 from arpo.tiny import random_model
 
-BENCH = generate(seed=0, countries=20, sizes=(90, 9, 9))
+BENCH = generate(seed=0, countries=30, sizes=(90, 9, 9, 9))
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,17 @@ def test_most_are_right_and_some_are_sloppy(demos: list) -> None:  # type: ignor
     assert 0.7 < share < 0.98  # imperfect on purpose: guesses without tools
     calls = Counter(response(d).count("</search>") + response(d).count("</python>") for d in demos)
     assert calls[0] > 0 and calls[3] > 0  # some skip tools, multihop makes three calls
+
+
+def test_multihop_demonstrations_compute_from_the_years_their_searches_showed(demos: list) -> None:  # type: ignore[type-arg]
+    computed = 0
+    for demo in demos:
+        text = response(demo)
+        if match := re.search(r"print\(abs\((\d+) - (\d+)\)\)", text):
+            shown = text[: match.start()]
+            assert f"founded in {match[1]}" in shown and f"founded in {match[2]}" in shown
+            computed += 1
+    assert computed > 0
 
 
 def test_the_loss_covers_only_what_the_model_writes(demos: list) -> None:  # type: ignore[type-arg]

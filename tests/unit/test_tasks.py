@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from arpo.tasks import SPLITS, generate, write
+from arpo.tasks import FAMILIES, SPLITS, generate, write
 
-BENCH = generate(seed=0, sizes=(300, 60, 120))
+BENCH = generate(seed=0, countries=60, sizes=(300, 60, 60, 120))
 
 
 def names(split: str) -> set[str]:
@@ -16,9 +16,9 @@ def names(split: str) -> set[str]:
 
 
 def test_the_same_seed_gives_the_same_benchmark() -> None:
-    again = generate(seed=0, sizes=(300, 60, 120))
+    again = generate(seed=0, countries=60, sizes=(300, 60, 60, 120))
     assert again == BENCH
-    assert generate(seed=1, sizes=(300, 60, 120)).splits["train"] != BENCH.splits["train"]
+    assert generate(seed=1, countries=60, sizes=(300, 60, 60, 120)).splits["train"] != BENCH.splits["train"]
 
 
 def test_splits_share_no_entity() -> None:
@@ -32,21 +32,24 @@ def test_splits_share_no_entity() -> None:
 
 def test_every_answer_is_verifiable() -> None:
     docs = [d.text for d in BENCH.documents]
-    countries = {c.name: c for split in SPLITS for c in BENCH.countries[split]}
-    families = {"compute": 0, "lookup": 0, "multihop": 0}
+    capitals = {c.capital: c for split in SPLITS for c in BENCH.countries[split]}
+    families = dict.fromkeys(FAMILIES, 0)
     for q in (q for split in SPLITS for q in BENCH.splits[split]):
         families[q.family] += 1
-        if q.family == "compute":
+        if q.family == "direct":
+            a, b = (int(n) for n in re.findall(r"\d+", q.question))
+            assert a < 10 and b < 10 and q.answer == str(a + b) and q.tools == []
+        elif q.family == "compute":
             expression = q.question.removeprefix("What is ").removesuffix("?").replace("mod", "%")
             assert str(eval(expression)) == q.answer  # arithmetic of digits and + * % only
         elif q.family == "lookup":
             entity = re.findall(r"[A-Z][a-z]+", q.question.removeprefix("What").removeprefix("In which"))
             assert any(entity[-1] in d and q.answer in d for d in docs), q
         else:
-            a, b = (countries[n] for n in re.findall(r"capital of ([A-Z][a-z]+)", q.question))
+            a, b = (capitals[n] for n in re.findall(r"founding of ([A-Z][a-z]+)", q.question))
             assert q.answer == str(abs(a.founded - b.founded)) and q.tools == ["search", "search", "python"]
             assert any(a.capital in d and str(a.founded) in d for d in docs)
-    assert families == {"compute": 160, "lookup": 160, "multihop": 160}
+    assert families == dict.fromkeys(FAMILIES, 135)
 
 
 def test_written_files(tmp_path: Path) -> None:
@@ -65,6 +68,6 @@ def test_the_corpus_answers_lookups_through_bm25(tmp_path: Path) -> None:
     found = 0
     lookups = [q for q in BENCH.splits["test"] if q.family == "lookup"]
     for q in lookups:
-        hits = index.search_sync(q.question, k=3)
+        hits = index.search_sync(q.question, k=2)
         found += any(q.answer in f"{h.title} {h.text}" for h in hits)
     assert found / len(lookups) >= 0.9  # distractors rank below the fact's own document

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from redis.asyncio import Redis
 
 from arpo.proto.base import Id
-from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics
+from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics, ValidationMetrics
 from arpo.proto.tree import Tree
 from arpo.services.agent.store import TreeStore
 from arpo.services.controller.registry import RunConflictError, RunNotFoundError, RunRegistry
@@ -112,6 +112,11 @@ def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
     async def get_metrics(run_id: RunId, since_step: Annotated[int, Query(ge=0)] = 0) -> list[StepMetrics]:
         """Per-step metrics from `since_step` on."""
         return await registry.metrics(run_id, since_step)
+
+    @app.get("/v1/runs/{run_id}/validation", dependencies=auth)
+    async def get_validation(run_id: RunId) -> list[ValidationMetrics]:
+        """Each validation of the policy on the held-out questions (RunSpec.validation), oldest first."""
+        return await registry.validation(run_id)
 
     @app.get("/v1/runs/{run_id}/trees/{step}", dependencies=auth)
     async def get_trees(run_id: RunId, step: Annotated[int, Path(ge=0)]) -> list[Tree]:

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from arpo.proto import keys
-from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics
+from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics, ValidationMetrics
 
 ENDED = (RunState.FINISHED, RunState.FAILED)
 EVENTS_MAXLEN = 10_000
@@ -265,3 +265,8 @@ class RunRegistry:
             if m.step >= since_step:
                 out.append(m)
         return out
+
+    async def validation(self, run_id: str) -> list[ValidationMetrics]:
+        await self.get(run_id)
+        entries: Any = await self.redis.xrange(keys.run_validation(run_id))
+        return [ValidationMetrics.model_validate_json(fields[b"body"]) for _, fields in entries]

@@ -28,6 +28,7 @@ from arpo.services.learner.loop import StepLoop
 from arpo.services.learner.service import train_run
 from arpo.services.learner.settings import LearnerSettings
 from arpo.services.rollout.client import RolloutClient
+from arpo.services.tools.client import ToolsClient
 
 log = logging.getLogger("arpo.learner")
 PROBE_TOKENS = 64
@@ -56,6 +57,7 @@ async def serve(settings: LearnerSettings) -> int:
     redis = Redis.from_url(settings.redis_url or connect_or_start().url)
     registry = RunRegistry(redis)
     servers = {url: RolloutClient(url) for url in settings.rollouts}
+    tools = ToolsClient(settings.tools_url) if settings.tools_url else None
     stopping = asyncio.Event()
     current: list[StepLoop] = []
 
@@ -77,7 +79,9 @@ async def serve(settings: LearnerSettings) -> int:
                 run_id, spec = claimed.run_id, await registry.spec(claimed.run_id)
                 log.info("claimed run %s", run_id)
             try:
-                await train_run(redis, run_id, spec, settings, servers, settings.name, current.append)
+                await train_run(
+                    redis, run_id, spec, settings, servers, settings.name, current.append, tools=tools
+                )
             except Exception:
                 if settings.run_id is not None:
                     raise
@@ -89,6 +93,8 @@ async def serve(settings: LearnerSettings) -> int:
     finally:
         for client in servers.values():
             await client.close()
+        if tools is not None:
+            await tools.close()
         await redis.aclose()
     return 0
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from arpo.config import RunConfig
+from arpo.evaluate import Validator
 from arpo.proto import keys
-from arpo.proto.runs import StepMetrics
+from arpo.proto.runs import StepMetrics, ValidationMetrics
 from arpo.proto.tree import Tree, TreeSeed
 from arpo.services.agent.store import TreeStore
 from arpo.services.learner import checkpoint
@@ -54,11 +55,13 @@ class StepLoop:
         directory: Path,
         probe_ids: list[int],
         tensorboard: Any | None = None,
+        validator: Validator | None = None,
     ) -> None:
-        """`tensorboard`: a SummaryWriter (or anything with add_scalar and flush) for each step's metrics."""
+        """`tensorboard`: a SummaryWriter (or anything with add_scalar and flush) for each step's metrics;
+        `validator`: the run's periodic validation, run between steps (while no tree is growing)."""
         self.store, self.learner, self.config, self.prompts = store, learner, config, prompts
         self.render, self.servers, self.directory, self.probe_ids = render, servers, directory, probe_ids
-        self.tensorboard = tensorboard
+        self.tensorboard, self.validator = tensorboard, validator
         self.state = LoopState()
         self.rng = random.Random(config.seed)
         self._stopping = False
@@ -158,11 +161,28 @@ class StepLoop:
             }
         )
         await self.store.redis.xadd(keys.run_metrics(self.store.run_id), {"body": metrics.model_dump_json()})
-        if self.tensorboard is not None:
-            for name, value in metrics.model_dump(exclude={"step"}).items():
-                if isinstance(value, int | float):
-                    self.tensorboard.add_scalar(f"arpo/{name}", value, metrics.step)
-            self.tensorboard.flush()
+        self._scalars("arpo", metrics, metrics.step)
+        return metrics
+
+    def _scalars(self, prefix: str, metrics: StepMetrics | ValidationMetrics, step: int) -> None:
+        if self.tensorboard is None:
+            return
+        for name, value in metrics.model_dump(exclude={"step"}).items():
+            if isinstance(value, int | float):
+                self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
+        self.tensorboard.flush()
+
+    async def validate(self, last_step: int) -> ValidationMetrics | None:
+        """Validate the current policy if the run's validation is due at this step (recorded in the run's
+        validation stream and TensorBoard); None if not due or not configured."""
+        s = self.state
+        if self.validator is None or not self.validator.due(s.step, last_step):
+            return None
+        metrics = await self.validator(s.step, s.policy_version)
+        await self.store.redis.xadd(
+            keys.run_validation(self.store.run_id), {"body": metrics.model_dump_json()}
+        )
+        self._scalars("validation", metrics, s.step)
         return metrics
 
     async def run(
@@ -170,15 +190,24 @@ class StepLoop:
         steps: int,
         step_timeout_s: float = 3600.0,
         on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+        on_validation: Callable[[ValidationMetrics], Awaitable[None]] | None = None,
     ) -> list[StepMetrics]:
         """Resume, then run until `steps` steps are done in total (or `stop()`); `on_step` is awaited
-        after each step (it may call `stop()`)."""
+        after each step (it may call `stop()`), `on_validation` after each validation."""
+
+        async def validate() -> None:
+            if (v := await self.validate(steps)) is not None and on_validation is not None:
+                await on_validation(v)
+
         self.resume()
+        if self.state.step == 0:
+            await validate()
         done = []
         while self.state.step < steps and not self._stopping:
             done.append(await self.run_step(step_timeout_s))
             if on_step is not None:
                 await on_step(done[-1])
+            await validate()
         return done
 
     @property

@@ -19,7 +19,9 @@ from redis.asyncio import Redis
 
 from arpo.builtins import resolve_model
 from arpo.config import ConfigError
-from arpo.proto.runs import RunSpec, RunState, StepMetrics
+from arpo.evaluate import Agent, Validator
+from arpo.proto.runs import RunSpec, RunState, StepMetrics, ValidationMetrics
+from arpo.services.agent.pool import RolloutPool
 from arpo.services.agent.store import TreeStore
 from arpo.services.controller.registry import LEASE_S, RunNotFoundError, RunRegistry
 from arpo.services.learner.data import load_prompts
@@ -28,6 +30,7 @@ from arpo.services.learner.settings import LearnerSettings
 from arpo.services.learner.torch_backend import TorchLearner
 from arpo.services.rollout.client import RolloutClient
 from arpo.services.rollout.engine import TokenizedEngine
+from arpo.services.tools.client import ToolsClient
 
 log = logging.getLogger("arpo.learner")
 PROBE_TOKENS = 64
@@ -77,14 +80,32 @@ def make_learner(model: Any, spec: RunSpec, settings: LearnerSettings) -> TorchL
 
 
 def build_loop(
-    redis: Redis, run_id: str, spec: RunSpec, settings: LearnerSettings, servers: dict[str, RolloutClient]
+    redis: Redis,
+    run_id: str,
+    spec: RunSpec,
+    settings: LearnerSettings,
+    servers: dict[str, RolloutClient],
+    tools: ToolsClient | None = None,
 ) -> StepLoop:
-    """Prompts, policy, backend and TensorBoard writer of a run, wired into its step loop."""
+    """Prompts, policy, backend, TensorBoard writer and validation (given the tool service) of a run,
+    wired into its step loop."""
     prompts = load_prompts(spec.dataset, spec.config.reward.default_metric)
     model, tokens = load_policy(spec, settings.device)
 
     def render(question: str) -> list[int]:
         return tokens.chat_prompt([{"role": "user", "content": question}])
+
+    validator = None
+    if spec.validation is not None and tools is None:
+        log.warning("run %s: validation needs the tool service (ARPO_LEARNER_TOOLS_URL); skipped", run_id)
+    elif spec.validation is not None and tools is not None:
+        held_out = spec.dataset.model_copy(update={"split": spec.validation.split})
+        validator = Validator(
+            spec.validation,
+            load_prompts(held_out, spec.config.reward.default_metric),
+            Agent(render, RolloutPool(servers), tools, tokens),
+            spec.config,
+        )
 
     directory = Path(settings.directory) / run_id
     writer = None
@@ -102,6 +123,7 @@ def build_loop(
         directory,
         render(prompts[0].question)[:PROBE_TOKENS],
         writer,
+        validator,
     )
 
 
@@ -125,9 +147,12 @@ async def train_run(
     service: str = "learner",
     on_loop: Callable[[StepLoop], None] | None = None,
     on_step: Callable[[StepMetrics], Awaitable[None]] | None = None,
+    tools: ToolsClient | None = None,
+    on_validation: Callable[[ValidationMetrics], Awaitable[None]] | None = None,
 ) -> list[StepMetrics]:
     """Train `run_id` to the end (or a stop); `on_loop` gets the loop before it starts (e.g. to wire
-    signals to `loop.stop`), `on_step` each step's metrics."""
+    signals to `loop.stop`), `on_step` each step's metrics, `on_validation` each validation's (which
+    needs `tools`)."""
     registry = RunRegistry(redis)
     try:
         await registry.seen(run_id, service)
@@ -143,7 +168,7 @@ async def train_run(
             )
         lease = asyncio.create_task(_keep_lease(registry, run_id, service, current))
     try:
-        loop = build_loop(redis, run_id, spec, settings, servers)
+        loop = build_loop(redis, run_id, spec, settings, servers, tools)
         current.append(loop)
         if registered and (await registry.get(run_id)).state is RunState.STOPPING:
             loop.stop()  # claimed after its learner died mid-stop: end it where its checkpoint is
@@ -162,7 +187,9 @@ async def train_run(
                 await on_step(metrics)
 
         try:
-            done = await loop.run(spec.config.optim.total_steps, settings.step_timeout_s, step_done)
+            done = await loop.run(
+                spec.config.optim.total_steps, settings.step_timeout_s, step_done, on_validation
+            )
         finally:
             if loop.tensorboard is not None:
                 loop.tensorboard.close()

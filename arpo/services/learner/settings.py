@@ -30,6 +30,8 @@ class LearnerSettings(BaseModel):
     """RunSpec file (JSON or YAML); default: the run's spec in Redis."""
     rollout_urls: str = "http://127.0.0.1:8001"
     """Rollout servers to publish weights to, comma-separated (empty: none)."""
+    tools_url: str = ""
+    """The tool service, for runs with a `validation` block (empty: such runs train without validating)."""
     directory: str = "arpo-runs"
     """Where `<run_id>/weights` and `<run_id>/checkpoints` go (shared with the rollout servers)."""
     device: str | None = None

@@ -64,6 +64,7 @@ def _rollout_metrics(trees: Sequence[Tree], window: int) -> dict[str, float | in
         "entropy_elsewhere_mean": fmean(elsewhere) if elsewhere else None,
         "response_tokens_mean": fmean(lengths) if lengths else 0.0,
         "response_tokens_max": max(lengths, default=0),
+        "generated_tokens": len(after_tool) + len(elsewhere),
         "dead_letters": sum(tree.dead_letters for tree in trees),
     }
 

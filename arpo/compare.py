@@ -1,0 +1,307 @@
+"""ARPO vs GRPO from the same checkpoint (`arpo compare SPEC`): embedded runs, test evaluations, a report.
+
+Each method trains from the spec's model with the same trajectory budget M per prompt (`group_size`):
+ARPO as the spec says (N initial rollouts, forks after tool results while the budget lasts), GRPO with
+all M trajectories started at the root (no fork budget; with a flat tree the advantages reduce to
+GRPO's). Every (method, seed) is one embedded run with validation; its final policy then answers the
+test split (one trajectory per question, at the validation's temperature), as does the starting
+checkpoint. Written to `out/`:
+`results.json` (everything measured), `report.md` (tables), `validation.png` (validation accuracy over
+steps, mean and spread over seeds), `entropy.png` (token entropy by position after a tool result vs
+elsewhere), and `records/*.jsonl` (every test trajectory).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arpo.builtins import resolve_dataset
+from arpo.embedded import Embedded, EmbeddedOptions, local_services
+from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
+from arpo.proto.runs import RunSpec
+from arpo.services.agent.pool import RolloutPool
+from arpo.services.learner.data import load_prompts
+
+METHODS = ("arpo", "grpo")
+ENTROPY_POSITIONS = 32
+
+
+def method_spec(spec: RunSpec, method: str, seed: int) -> RunSpec:
+    """`spec` for `method` at `seed`; GRPO starts every trajectory of the budget at the root."""
+    config = spec.config.model_copy(update={"seed": seed})
+    if method == "grpo":
+        branching = config.branching.model_copy(update={"initial_rollouts": config.branching.group_size})
+        config = config.model_copy(update={"branching": branching})
+    elif method != "arpo":
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    name = f"{spec.name or 'compare'}-{method}-s{seed}"
+    return spec.model_copy(update={"config": config, "name": name})
+
+
+@dataclass
+class Outcome:
+    """One evaluated policy: the starting checkpoint, or a method's run at a seed."""
+
+    method: str
+    seed: int | None
+    test: Summary
+    by_family: dict[str, Summary]
+    run_id: str | None = None
+    wall_s: float = 0.0
+    generated_tokens: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def families(spec: RunSpec, split: str) -> dict[str, str]:
+    """prompt id -> `family` field of the dataset's rows (empty when the rows have none)."""
+    path = Path(resolve_dataset(spec.dataset.path_or_name))
+    path = path / f"{split}.jsonl" if path.is_dir() else path
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if "family" in row and "id" in row:
+            out[str(row["id"])] = str(row["family"])
+    return out
+
+
+async def evaluate_policy(
+    spec: RunSpec, weights: Path | None, split: str, questions: int, temperature: float
+) -> list[Record]:
+    """The policy (`weights` over the spec's model, or the model itself) on `split`'s first `questions`."""
+    test = load_prompts(spec.dataset.model_copy(update={"split": split}), spec.config.reward.default_metric)
+    async with local_services(spec) as (engine, rollout, tools):
+        if weights is not None:
+            engine.load(weights)
+
+        def render(question: str) -> list[int]:
+            return engine.chat_prompt([{"role": "user", "content": question}])
+
+        agent = Agent(render, RolloutPool({"local": rollout}), tools, engine)
+        return await evaluate(test[:questions], agent, eval_config(spec.config, temperature))
+
+
+def outcome(method: str, seed: int | None, records: Sequence[Record], family: dict[str, str]) -> Outcome:
+    grouped: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        grouped[family.get(r.prompt_id, "all")].append(r)
+    return Outcome(
+        method, seed, Summary.of(records), {f: Summary.of(rs) for f, rs in sorted(grouped.items())}
+    )
+
+
+def entropy_profile(records: Sequence[Record], positions: int = ENTROPY_POSITIONS) -> dict[str, Any]:
+    """Mean token entropy at each position 0..positions-1 of the segments that follow a tool result (by
+    tool), and the mean over every other generated token."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * positions)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * positions)
+    elsewhere: list[float] = []
+    for r in records:
+        for seg in r.segments:
+            for k, h in enumerate(seg.entropies):
+                if seg.after is not None and k < positions:
+                    sums[seg.after][k] += h
+                    counts[seg.after][k] += 1
+                else:
+                    elsewhere.append(h)
+    after = {
+        tool: [s / c if c else None for s, c in zip(sums[tool], counts[tool], strict=True)] for tool in sums
+    }
+    return {
+        "after": after,
+        "counts": dict(counts),
+        "elsewhere": statistics.fmean(elsewhere) if elsewhere else None,
+    }
+
+
+async def compare(
+    spec: RunSpec,
+    out: Path,
+    seeds: Sequence[int],
+    test_split: str = "test",
+    test_questions: int = 1000,
+    log: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Train and evaluate every method at every seed; write the results under `out` and return them."""
+    validation = spec.validation
+    if validation is None:
+        raise ValueError("validation: the spec needs a validation block (the curves are the report's point)")
+    family = families(spec, test_split)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records").mkdir(exist_ok=True)
+    outcomes: list[Outcome] = []
+    profiles: dict[str, Any] = {}
+
+    async def evaluated(label: str, s: RunSpec, weights: Path | None) -> list[Record]:
+        started = time.perf_counter()
+        records = await evaluate_policy(s, weights, test_split, test_questions, validation.temperature)
+        with (out / "records" / f"{label}.jsonl").open("w") as f:
+            f.writelines(r.to_json() + "\n" for r in records)
+        summary, took = Summary.of(records), time.perf_counter() - started
+        log(f"{label}: test accuracy {summary.accuracy:.3f} on {summary.questions} questions ({took:.0f}s)")
+        return records
+
+    start_records = await evaluated("start", spec, None)
+    outcomes.append(outcome("start", None, start_records, family))
+    profiles["start"] = entropy_profile(start_records)
+    for seed in seeds:
+        for method in METHODS:
+            s = method_spec(spec, method, seed)
+            run = Embedded(s, EmbeddedOptions(directory=out / "runs"))
+            started = time.perf_counter()
+            steps = await run.run()
+            wall = time.perf_counter() - started
+            assert run.run_id is not None and run.loop is not None
+            version = run.loop.state.policy_version
+            weights = out / "runs" / run.run_id / "weights" / f"v{version:06d}"
+            records = await evaluated(f"{method}-s{seed}", s, weights)
+            result = outcome(method, seed, records, family)
+            result.run_id, result.wall_s = run.run_id, wall
+            result.generated_tokens = sum(m.generated_tokens for m in steps)
+            result.steps = [m.model_dump() for m in steps]
+            result.validations = [v.model_dump() for v in run.validations]
+            outcomes.append(result)
+            profiles.setdefault(method, entropy_profile(records))
+            _write(out, spec, outcomes, profiles, seeds, test_questions)
+    return outcomes
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "-"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _write(
+    out: Path,
+    spec: RunSpec,
+    outcomes: Sequence[Outcome],
+    profiles: dict[str, Any],
+    seeds: Sequence[int],
+    test_questions: int,
+) -> None:
+    data = {
+        "spec": spec.model_dump(mode="json"),
+        "seeds": list(seeds),
+        "test_questions": test_questions,
+        "outcomes": [asdict(o) for o in outcomes],
+        "entropy": profiles,
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    (out / "report.md").write_text(report_markdown(outcomes, profiles))
+    plot_validation(outcomes, out / "validation.png")
+    plot_entropy(profiles, out / "entropy.png")
+
+
+COLUMNS: tuple[tuple[str, Callable[[Outcome], float]], ...] = (
+    ("test accuracy", lambda o: o.test.accuracy),
+    ("reward", lambda o: o.test.reward),
+    ("tool calls / question", lambda o: o.test.tool_calls),
+    ("tool calls / solved", lambda o: o.test.tool_calls_solved),
+    ("tokens / question", lambda o: o.test.tokens),
+    ("generated tokens (training)", lambda o: float(o.generated_tokens)),
+    ("wall s (training)", lambda o: o.wall_s),
+)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def report_markdown(outcomes: Sequence[Outcome], profiles: dict[str, Any]) -> str:
+    """The report's tables: mean ± std over seeds per method, by family, and the entropy profile."""
+    by_method: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_method[o.method].append(o)
+    lines = _table(
+        ["policy", "runs", *(name for name, _ in COLUMNS)],
+        [
+            [method, str(len(group)), *(_mean_std([get(o) for o in group]) for _, get in COLUMNS)]
+            for method, group in by_method.items()
+        ],
+    )
+    names = sorted({f for o in outcomes for f in o.by_family})
+    rows = []
+    for method, group in by_method.items():
+        cells = [method]
+        for f in names:
+            acc = [o.by_family[f].accuracy for o in group if f in o.by_family]
+            calls = [o.by_family[f].tool_calls for o in group if f in o.by_family]
+            cells.append(f"{_mean_std(acc)} ({_mean_std(calls)} calls)")
+        rows.append(cells)
+    lines += ["", "Test accuracy (tool calls per question) by family:", "", *_table(["policy", *names], rows)]
+    rows = []
+    for name, profile in profiles.items():
+        elsewhere = profile["elsewhere"]
+        for tool, values in profile["after"].items():
+            spans = [[v for v in values[a:b] if v is not None] for a, b in ((0, 4), (4, 16), (16, 32))]
+            cells = [f"{statistics.fmean(s):.3f}" if s else "-" for s in spans]
+            rows.append([name, tool, *cells, f"{elsewhere:.3f}" if elsewhere is not None else "-"])
+    lines += [
+        "",
+        "Mean token entropy (nats) after a tool result, by position, vs every other generated token:",
+        "",
+        *_table(["policy", "after", "0-3", "4-15", "16-31", "elsewhere"], rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_validation(outcomes: Sequence[Outcome], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for method in METHODS:
+        runs = [o.validations for o in outcomes if o.method == method and o.validations]
+        if not runs:
+            continue
+        steps = sorted({v["step"] for r in runs for v in r})
+        mean, low, high = [], [], []
+        for s in steps:
+            values = [v["accuracy"] for r in runs for v in r if v["step"] == s]
+            m = statistics.fmean(values)
+            d = statistics.stdev(values) if len(values) > 1 else 0.0
+            mean.append(m)
+            low.append(m - d)
+            high.append(m + d)
+        ax.plot(steps, mean, "o-", label=f"{method} (mean of {len(runs)} seeds)")
+        ax.fill_between(steps, low, high, alpha=0.2)
+    ax.set(xlabel="training steps", ylabel="validation accuracy (greedy)", ylim=(0, 1))
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_entropy(profiles: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for (name, profile), color in zip(
+        profiles.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False
+    ):
+        for tool, values in profile["after"].items():
+            xs = [k for k, v in enumerate(values) if v is not None]
+            style = "-" if tool == "search" else "-."
+            ax.plot(xs, [values[k] for k in xs], style, color=color, label=f"{name}: after {tool} result")
+        if profile["elsewhere"] is not None:
+            ax.axhline(profile["elsewhere"], linestyle=":", color=color, label=f"{name}: elsewhere")
+    ax.set(xlabel="token position after the tool result", ylabel="mean token entropy (nats)")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
