@@ -173,10 +173,14 @@ async def compare(
     return outcomes
 
 
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
 def _mean_std(values: Sequence[float]) -> str:
     if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return _fmt(values[0]) if values else "-"
+    return f"{_fmt(statistics.fmean(values))} ± {_fmt(statistics.stdev(values))}"
 
 
 def _write(
@@ -279,7 +283,7 @@ def plot_validation(outcomes: Sequence[Outcome], path: Path) -> None:
             high.append(m + d)
         ax.plot(steps, mean, "o-", label=f"{method} (mean of {len(runs)} seeds)")
         ax.fill_between(steps, low, high, alpha=0.2)
-    ax.set(xlabel="training steps", ylabel="validation accuracy (greedy)", ylim=(0, 1))
+    ax.set(xlabel="training steps", ylabel="validation accuracy (held-out)", ylim=(0, 1))
     ax.legend()
     fig.savefig(path, dpi=100)
     plt.close(fig)

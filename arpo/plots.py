@@ -33,7 +33,7 @@ def run_curves(
     )
     for ax, (name, validated, trained) in zip(axes.flat, panels, strict=True):
         if validated:
-            ax.plot(vx, validated, "o-", label="validation (greedy)")
+            ax.plot(vx, validated, "o-", label="validation (held-out)")
         ax.plot(x, trained, ".-", alpha=0.6, label="training rollouts")
         ax.set(title=name, xlabel="steps trained")
         if validated:
