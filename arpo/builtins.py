@@ -10,6 +10,7 @@ index). Any other name or path is returned unchanged: Hugging Face (or the tool 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -132,6 +133,7 @@ def _resolve(kind: str, path_or_name: str) -> str:
     return str(_build_once(cache_dir() / folder / f"{name}{_edition(name)}", build) / artifact)
 
 
+@functools.cache
 def _edition(name: str) -> str:
     """A suffix that changes with what a built-in is built from, so an upgrade never reads a stale cache:
     the benchmark's version for `agentic`, the shipped checkpoint's digest for `agent-tiny`."""

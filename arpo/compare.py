@@ -25,6 +25,7 @@ from typing import Any
 from arpo.builtins import resolve_dataset
 from arpo.embedded import Embedded, EmbeddedOptions, local_services
 from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
+from arpo.plots import entropy_curves, validation_curves
 from arpo.proto.runs import RunSpec
 from arpo.services.agent.pool import RolloutPool
 from arpo.services.learner.data import load_prompts
@@ -200,8 +201,9 @@ def _write(
     }
     (out / "results.json").write_text(json.dumps(data, indent=1))
     (out / "report.md").write_text(report_markdown(outcomes, profiles))
-    plot_validation(outcomes, out / "validation.png")
-    plot_entropy(profiles, out / "entropy.png")
+    curves = {m: [o.validations for o in outcomes if o.method == m and o.validations] for m in METHODS}
+    validation_curves(curves, out / "validation.png")
+    entropy_curves(profiles, out / "entropy.png")
 
 
 COLUMNS: tuple[tuple[str, Callable[[Outcome], float]], ...] = (
@@ -259,53 +261,3 @@ def report_markdown(outcomes: Sequence[Outcome], profiles: dict[str, Any]) -> st
         *_table(["policy", "after", "0-3", "4-15", "16-31", "elsewhere"], rows),
     ]
     return "\n".join(lines) + "\n"
-
-
-def plot_validation(outcomes: Sequence[Outcome], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for method in METHODS:
-        runs = [o.validations for o in outcomes if o.method == method and o.validations]
-        if not runs:
-            continue
-        steps = sorted({v["step"] for r in runs for v in r})
-        mean, low, high = [], [], []
-        for s in steps:
-            values = [v["accuracy"] for r in runs for v in r if v["step"] == s]
-            m = statistics.fmean(values)
-            d = statistics.stdev(values) if len(values) > 1 else 0.0
-            mean.append(m)
-            low.append(m - d)
-            high.append(m + d)
-        ax.plot(steps, mean, "o-", label=f"{method} (mean of {len(runs)} seeds)")
-        ax.fill_between(steps, low, high, alpha=0.2)
-    ax.set(xlabel="training steps", ylabel="validation accuracy (held-out)", ylim=(0, 1))
-    ax.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_entropy(profiles: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for (name, profile), color in zip(
-        profiles.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False
-    ):
-        for tool, values in profile["after"].items():
-            xs = [k for k, v in enumerate(values) if v is not None]
-            style = "-" if tool == "search" else "-."
-            ax.plot(xs, [values[k] for k in xs], style, color=color, label=f"{name}: after {tool} result")
-        if profile["elsewhere"] is not None:
-            ax.axhline(profile["elsewhere"], linestyle=":", color=color, label=f"{name}: elsewhere")
-    ax.set(xlabel="token position after the tool result", ylabel="mean token entropy (nats)")
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

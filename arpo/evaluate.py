@@ -24,7 +24,7 @@ from arpo.config import RunConfig
 from arpo.proto.runs import ValidationMetrics, ValidationSpec
 from arpo.proto.tree import BranchKind, BranchRequest, Trajectory, TreeNode
 from arpo.services.agent import trajectory
-from arpo.services.agent.store import root_id
+from arpo.services.agent.store import root_node
 from arpo.services.learner.data import Prompt
 
 
@@ -149,7 +149,6 @@ async def evaluate(
     agent: Agent,
     config: RunConfig,
     concurrency: int = 64,
-    on_record: Callable[[Record], None] | None = None,
     label: str = "eval",
 ) -> list[Record]:
     """One trajectory per prompt (in the order given), at most `concurrency` at a time. `config` is used
@@ -161,17 +160,7 @@ async def evaluate(
     async def one(i: int, prompt: Prompt) -> Record:
         tree_id = f"{label}-{i}"
         record = Record(prompt.prompt_id, prompt.question, prompt.answers)
-        ids = agent.render(prompt.question)
-        zeros = [0] * len(ids)
-        root = TreeNode(
-            node_id=root_id(tree_id),
-            parent_id=None,
-            token_ids=ids,
-            loss_mask=zeros,
-            logprobs=[0.0] * len(ids),
-            entropies=[0.0] * len(ids),
-            text=prompt.question,
-        )
+        root = root_node(tree_id, agent.render(prompt.question), prompt.question)
         trees.add(tree_id, root, prompt)
         request = BranchRequest(
             run_id=label,
@@ -190,8 +179,6 @@ async def evaluate(
                 record.error = f"{type(err).__name__}: {err}"
         if record.error is None:
             _fill(record, trees.leaves[tree_id], trees.path(tree_id))
-        if on_record is not None:
-            on_record(record)
         return record
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))

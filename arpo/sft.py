@@ -239,8 +239,6 @@ def build_agent(
     earlier agent (its tokenizer and weights) instead of starting from a random model."""
     import json
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from arpo.services.tools.search import build_index
     from arpo.tasks import VERSION, generate, write
 
@@ -258,6 +256,8 @@ def build_agent(
         tokenizer = train_tokenizer(iter(texts + [doc.text for doc in bench.documents]))
         model = random_model(tokenizer, "agent", seed)
     else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         earlier = json.loads((init_from / MANIFEST).read_text()) if (init_from / MANIFEST).is_file() else {}
         if earlier.get("benchmark_version", VERSION) != VERSION:
             raise ValueError(f"init_from: {init_from} was trained on another benchmark version")

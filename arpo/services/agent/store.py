@@ -156,6 +156,20 @@ def root_template(source: TreeSeed | BranchRequest, kind: BranchKind) -> str:
     return body.replace('"request_id":"placeholder"', f'"request_id":"{source.tree_id}.t{START_INDEX}"')
 
 
+def root_node(tree_id: str, prompt_ids: list[int], text: str) -> TreeNode:
+    """A tree's root: the prompt, nothing in it trained."""
+    zeros = [0] * len(prompt_ids)
+    return TreeNode(
+        node_id=root_id(tree_id),
+        parent_id=None,
+        token_ids=prompt_ids,
+        loss_mask=zeros,
+        logprobs=[0.0] * len(zeros),
+        entropies=[0.0] * len(zeros),
+        text=text,
+    )
+
+
 def root_id(tree_id: str) -> str:
     return f"{tree_id}.root"
 
@@ -237,16 +251,7 @@ class TreeStore:
     async def create(self, seed: TreeSeed) -> bool:
         """Write the tree and enqueue its N roots; False if the tree already existed (nothing changed)."""
         meta, nodes, _ = self._keys(seed.step, seed.tree_id)
-        zeros = [0] * len(seed.prompt_token_ids)
-        root = TreeNode(
-            node_id=root_id(seed.tree_id),
-            parent_id=None,
-            token_ids=seed.prompt_token_ids,
-            loss_mask=zeros,
-            logprobs=[0.0] * len(zeros),
-            entropies=[0.0] * len(zeros),
-            text=seed.prompt_text,
-        )
+        root = root_node(seed.tree_id, seed.prompt_token_ids, seed.prompt_text)
         args: list[str | int] = [
             self.retention_s,
             seed.budget,
