@@ -40,10 +40,12 @@ class Services:
         self.redis_url, self.directory = redis_url, directory
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        self.envs: dict[str, dict[str, str]] = {}
 
     def start(self, name: str, module: str, env: dict[str, str]) -> None:
         log = self.directory / f"{name}.log"
         self.logs[name] = log
+        self.envs[name] = env
         full = os.environ | {"REDIS_URL": self.redis_url, "OMP_NUM_THREADS": "1"} | env
         with log.open("wb") as out:
             self.procs[name] = subprocess.Popen(
@@ -82,7 +84,8 @@ def services(tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
     """Every service, with a Redis of their own (as docker compose gives them: no other runs in it)."""
     redis = start_server()
     s = Services(redis.url, tmp_path)
-    ports = {name: free_port() for name in ("rollout", "tools", "controller")}
+    names = ("rollout", "tools", "controller", "agent-0", "agent-1", "learner")
+    ports = {name: free_port() for name in names}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         s.start(
@@ -121,6 +124,7 @@ def services(tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
                     "ARPO_AGENT_CONSUMER": f"w{i}",
                     "ARPO_AGENT_POLL_S": "0.3",
                     "ARPO_AGENT_GRACE_S": "2",
+                    "ARPO_AGENT_PORT": str(ports[f"agent-{i}"]),
                 },
             )
         s.start(
@@ -131,8 +135,11 @@ def services(tmp_path: Path) -> Iterator[tuple[Services, dict[str, str]]]:
                 "ARPO_LEARNER_DIRECTORY": str(tmp_path / "runs"),
                 "ARPO_LEARNER_NAME": "learner-0",
                 "ARPO_LEARNER_POLL_S": "0.3",
+                "ARPO_LEARNER_PORT": str(ports["learner"]),
             },
         )
+        for name in ("agent-0", "agent-1", "learner"):
+            s.wait_healthy(urls[name], name)
         yield s, urls
     finally:
         s.close()
@@ -162,6 +169,10 @@ def test_a_run_through_rest_across_processes(services: tuple[Services, dict[str,
         assert all(m["trees"] == 2 and m["trajectories"] == 8 for m in steps)
         trees = api.get(f"/v1/runs/{run_id}/trees/0").json()
         assert len(trees) == 2 and all(len(t["trajectories"]) == 4 for t in trees)
+        learner = httpx.get(f"{urls['learner']}/healthz").json()
+        assert learner == {"service": "learner", "status": "ok", "name": "learner-0", "run_id": None} | {
+            "step": None
+        }
         health = httpx.get(f"{urls['rollout']}/healthz").json()
         assert health["policy_version"] == status["policy_version"]  # the learner's weights are served
         events = api.get(f"/v1/runs/{run_id}/events").text  # follows until the run ended: it has
@@ -171,3 +182,25 @@ def test_a_run_through_rest_across_processes(services: tuple[Services, dict[str,
         if state in ("finished", "failed"):
             api.delete(f"/v1/runs/{run_id}")
         api.close()
+
+
+def test_every_service_passes_its_container_health_check(services: tuple[Services, dict[str, str]]) -> None:
+    """The images' HEALTHCHECK (`python -m arpo.services.health`) against each running service, with the
+    environment that service was started with."""
+    s, urls = services
+    agent = httpx.get(f"{urls['agent-0']}/healthz").json()
+    assert agent == {"service": "agent", "status": "ok", "consumer": "w0", "run_id": None, "inflight": 0}
+    modules = {"controller": "controller", "rollout": "rollout", "tools": "tools", "learner": "learner"}
+    for name, module in (modules | {"agent-1": "agent"}).items():
+        env = os.environ | s.envs[name] | {"ARPO_SERVICE": module}
+        command = [sys.executable, "-m", "arpo.services.health"]
+        check = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}"
+        assert check.stdout.startswith("200 ")
+    s.procs["agent-1"].terminate()
+    s.procs["agent-1"].wait(30)
+    env = os.environ | s.envs["agent-1"]
+    check = subprocess.run(
+        [sys.executable, "-m", "arpo.services.health", "agent"], env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 1 and "agent on port" in check.stderr

@@ -2,7 +2,8 @@
 
 With ARPO_AGENT_RUN_ID it serves that run until SIGTERM. Without, it follows the controller's registry:
 it serves the oldest running run until that run ends, then the next one (tokenizer and config from
-each run's spec). SIGTERM lets running trajectories finish (`grace_s`) and exits.
+each run's spec). SIGTERM lets running trajectories finish (`grace_s`) and exits. With ARPO_AGENT_PORT it
+serves GET /healthz (`arpo.services.health`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from arpo.services.agent.store import TreeStore
 from arpo.services.agent.trajectory import Context
 from arpo.services.agent.worker import Worker
 from arpo.services.controller.registry import ENDED, RunNotFoundError, RunRegistry
+from arpo.services.health import HealthServer
 from arpo.services.rollout.engine import TokenizedEngine
 from arpo.services.tools.client import ToolsClient
 
@@ -76,11 +78,17 @@ async def _watch(registry: RunRegistry, run_id: str, worker: Worker, poll_s: flo
 
 
 async def serve(settings: AgentSettings) -> int:
-    redis = Redis.from_url(settings.redis_url or connect_or_start().url)
+    redis_url = settings.redis_url or connect_or_start().url
+    redis = Redis.from_url(redis_url)
     registry = RunRegistry(redis)
     pool = RolloutPool.from_urls(settings.rollouts)
     stopping = asyncio.Event()
     current: list[Worker] = []
+    serving: dict[str, str | None] = {"run_id": None}
+
+    def report() -> dict[str, object]:
+        inflight = current[0].inflight if current else 0
+        return {"consumer": settings.consumer, "run_id": serving["run_id"], "inflight": inflight}
 
     def on_signal() -> None:
         stopping.set()
@@ -90,43 +98,60 @@ async def serve(settings: AgentSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    health = HealthServer("agent", redis_url, report)
     try:
-        while not stopping.is_set():
-            run_id = settings.run_id or await _next_run(registry, settings.poll_s, stopping)
-            if run_id is None:
-                break
-            try:
-                spec: RunSpec | None = await registry.spec(run_id)
-                await registry.seen(run_id, f"agent-{settings.consumer}")
-            except RunNotFoundError:
-                spec = None  # a run seeded by hand (ARPO_AGENT_RUN_ID), not a controller's
-            config = _config(settings, spec, run_id)
-            tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
-            ctx = Context(TreeStore(redis, run_id), pool, tools, _tokenizer(settings, spec), config)
-            worker = Worker(
-                ctx,
-                settings.consumer,
-                max_inflight=settings.max_inflight,
-                idle_timeout_s=settings.idle_timeout_s,
-                max_attempts=settings.max_attempts,
-                grace_s=settings.grace_s,
-            )
-            current[:] = [worker]
-            watch = None if settings.run_id else _watch(registry, run_id, worker, settings.poll_s)
-            watcher = None if watch is None else asyncio.create_task(watch)
-            log.info("agent %s serving run %s", settings.consumer, run_id)
-            try:
-                await worker.run()
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-                await tools.close()
-            if settings.run_id is not None:
-                break
+        async with health.running(settings.host, settings.port):
+            await _serve_runs(settings, redis, registry, pool, stopping, current, serving)
     finally:
         await pool.close()
         await redis.aclose()
     return 0
+
+
+async def _serve_runs(
+    settings: AgentSettings,
+    redis: Redis,
+    registry: RunRegistry,
+    pool: RolloutPool,
+    stopping: asyncio.Event,
+    current: list[Worker],
+    serving: dict[str, str | None],
+) -> None:
+    """Serve ARPO_AGENT_RUN_ID, or the registry's running runs one after another, until SIGTERM."""
+    while not stopping.is_set():
+        run_id = settings.run_id or await _next_run(registry, settings.poll_s, stopping)
+        if run_id is None:
+            break
+        try:
+            spec: RunSpec | None = await registry.spec(run_id)
+            await registry.seen(run_id, f"agent-{settings.consumer}")
+        except RunNotFoundError:
+            spec = None  # a run seeded by hand (ARPO_AGENT_RUN_ID), not a controller's
+        config = _config(settings, spec, run_id)
+        tools = ToolsClient(settings.tools_url, timeout_s=config.rollout.tool_timeout_s + 30)
+        ctx = Context(TreeStore(redis, run_id), pool, tools, _tokenizer(settings, spec), config)
+        worker = Worker(
+            ctx,
+            settings.consumer,
+            max_inflight=settings.max_inflight,
+            idle_timeout_s=settings.idle_timeout_s,
+            max_attempts=settings.max_attempts,
+            grace_s=settings.grace_s,
+        )
+        current[:] = [worker]
+        serving["run_id"] = run_id
+        watch = None if settings.run_id else _watch(registry, run_id, worker, settings.poll_s)
+        watcher = None if watch is None else asyncio.create_task(watch)
+        log.info("agent %s serving run %s", settings.consumer, run_id)
+        try:
+            await worker.run()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await tools.close()
+        serving["run_id"] = None
+        if settings.run_id is not None:
+            break
 
 
 def main() -> int:

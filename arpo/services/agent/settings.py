@@ -38,6 +38,10 @@ class AgentSettings(BaseModel):
     """RunConfig file; default: the config of the run's spec in Redis."""
     redis_url: str | None = None
     """Redis (default: REDIS_URL, else 127.0.0.1:6379 or a local server)."""
+    host: str = "127.0.0.1"
+    """Address of GET /healthz (with `port`)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Port of GET /healthz (liveness and readiness: event loop responsive, Redis answers); unset: none."""
     consumer: str = Field(default_factory=_consumer, min_length=1)
     """This worker's name in the consumer group (default: host-pid)."""
     max_inflight: int = Field(32, ge=1, le=4096)

@@ -59,6 +59,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def inflight(self) -> int:
+        """Trajectories running now."""
+        return len(self._tasks)
+
     def stop(self) -> None:
         self._stopping.set()
 

@@ -1,9 +1,10 @@
 """`python -m arpo.services.learner`: the learner (settings: ARPO_LEARNER_*).
 
 With ARPO_LEARNER_RUN_ID it trains that run (its spec from ARPO_LEARNER_SPEC or Redis) and exits;
-without, it claims pending runs from the controller's registry, one after another. Each run resumes
-from its last checkpoint (`service.train_run`). SIGTERM finishes the current step (its checkpoint
-included) and exits.
+without, it claims pending runs from the controller's registry, one after another (ARPO_LEARNER_MAX_RUNS
+ends it after that many: a Kubernetes Job trains one run). Each run resumes from its last checkpoint
+(`service.train_run`). SIGTERM finishes the current step (its checkpoint included) and exits. With
+ARPO_LEARNER_PORT it serves GET /healthz (`arpo.services.health`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from arpo.localredis import connect_or_start
 from arpo.proto import keys
 from arpo.proto.runs import RunSpec
 from arpo.services.controller.registry import RunRegistry
+from arpo.services.health import HealthServer
 from arpo.services.learner.data import DatasetError
 from arpo.services.learner.loop import StepLoop
 from arpo.services.learner.service import train_run
@@ -54,7 +56,8 @@ async def load_spec(settings: LearnerSettings, redis: Redis) -> RunSpec:
 
 async def serve(settings: LearnerSettings) -> int:
     """Train ARPO_LEARNER_RUN_ID, or claim pending runs from the registry one after another."""
-    redis = Redis.from_url(settings.redis_url or connect_or_start().url)
+    redis_url = settings.redis_url or connect_or_start().url
+    redis = Redis.from_url(redis_url)
     registry = RunRegistry(redis)
     servers = {url: RolloutClient(url) for url in settings.rollouts}
     tools = ToolsClient(settings.tools_url) if settings.tools_url else None
@@ -66,30 +69,15 @@ async def serve(settings: LearnerSettings) -> int:
         for loop in current:
             loop.stop()
 
+    def report() -> dict[str, object]:
+        step = current[0].state.step if current else None
+        return {"name": settings.name, "run_id": current[0].store.run_id if current else None, "step": step}
+
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+    health = HealthServer("learner", redis_url, report)
     try:
-        while not stopping.is_set():
-            if settings.run_id is not None:
-                run_id, spec = settings.run_id, await load_spec(settings, redis)
-            else:
-                claimed = await registry.claim(settings.name)
-                if claimed is None:
-                    await asyncio.sleep(settings.poll_s)
-                    continue
-                run_id, spec = claimed.run_id, await registry.spec(claimed.run_id)
-                log.info("claimed run %s", run_id)
-            try:
-                await train_run(
-                    redis, run_id, spec, settings, servers, settings.name, current.append, tools=tools
-                )
-            except Exception:
-                if settings.run_id is not None:
-                    raise
-                # Recorded in the registry (failed, with the error); this learner takes the next run.
-                log.exception("run %s failed", run_id)
-            current.clear()
-            if settings.run_id is not None:
-                break
+        async with health.running(settings.host, settings.port):
+            await _train_runs(settings, redis, registry, servers, tools, stopping, current)
     finally:
         for client in servers.values():
             await client.close()
@@ -97,6 +85,42 @@ async def serve(settings: LearnerSettings) -> int:
             await tools.close()
         await redis.aclose()
     return 0
+
+
+async def _train_runs(
+    settings: LearnerSettings,
+    redis: Redis,
+    registry: RunRegistry,
+    servers: dict[str, RolloutClient],
+    tools: ToolsClient | None,
+    stopping: asyncio.Event,
+    current: list[StepLoop],
+) -> None:
+    """Train ARPO_LEARNER_RUN_ID, or claim pending runs one after another until SIGTERM or `max_runs`."""
+    trained = 0
+    while not stopping.is_set() and trained != settings.max_runs:
+        if settings.run_id is not None:
+            run_id, spec = settings.run_id, await load_spec(settings, redis)
+        else:
+            claimed = await registry.claim(settings.name)
+            if claimed is None:
+                await asyncio.sleep(settings.poll_s)
+                continue
+            run_id, spec = claimed.run_id, await registry.spec(claimed.run_id)
+            log.info("claimed run %s", run_id)
+        try:
+            await train_run(
+                redis, run_id, spec, settings, servers, settings.name, current.append, tools=tools
+            )
+        except Exception:
+            if settings.run_id is not None:
+                raise
+            # Recorded in the registry (failed, with the error); this learner takes the next run.
+            log.exception("run %s failed", run_id)
+        current.clear()
+        trained += 1
+        if settings.run_id is not None:
+            break
 
 
 def main() -> int:

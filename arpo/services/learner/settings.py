@@ -24,6 +24,12 @@ class LearnerSettings(BaseModel):
     """The run to train; unset: claim pending runs from the controller's registry, one after another."""
     name: str = Field(default_factory=lambda: f"learner-{socket.gethostname()}-{os.getpid()}")
     """This learner's name in the runs' `services_seen`."""
+    host: str = "127.0.0.1"
+    """Address of GET /healthz (with `port`)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Port of GET /healthz (liveness and readiness: event loop responsive, Redis answers); unset: none."""
+    max_runs: int | None = Field(None, ge=1)
+    """Exit after training this many claimed runs (a Kubernetes Job: 1); unset: keep claiming."""
     poll_s: float = Field(2.0, gt=0)
     """How often an idle learner looks for a pending run."""
     spec: str | None = None
