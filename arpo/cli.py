@@ -1,4 +1,4 @@
-"""The `arpo` command. Subcommands that later milestones fill in are listed and say so when called."""
+"""The `arpo` command: runs, services, configs, schemas, benchmarks, evaluation and analysis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from arpo import sft as sft_defaults
+from arpo.cli_eval import register as register_eval_commands
 from arpo.cli_runs import register as register_run_commands
 from arpo.config import ConfigError, RunConfig, load_config
 
@@ -147,15 +148,6 @@ def _print_demo(cfg: RunConfig, result: DemoResult) -> None:
     )
     if s.positive_shift <= s.negative_shift:
         raise typer.Exit(1)
-
-
-def _planned(name: str, milestone: str) -> None:
-    def command() -> None:
-        errors.print(f"`arpo {name}` is not available yet: it arrives with milestone {milestone}.")
-        raise typer.Exit(2)
-
-    command.__doc__ = f"[not yet available: milestone {milestone}]"
-    app.command(name)(command)
 
 
 @app.command()
@@ -379,11 +371,7 @@ def compare(
 
 
 register_run_commands(app)
-for _name, _milestone in (
-    ("eval", "10/10"),
-    ("analyze", "10/10"),
-):
-    _planned(_name, _milestone)
+register_eval_commands(app)
 
 
 def main() -> None:

@@ -54,8 +54,9 @@ def load_spec(path: Path) -> RunSpec:
         raise ConfigError(describe_validation_error(err, str(path))) from None
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(message, highlight=False)
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` to stderr (unwrapped: scripts grep it) and return the exit to raise."""
+    errors.print(message, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -70,14 +71,14 @@ def _call(remote: str, token: str | None, method: str, path: str, **kwargs: Any)
         with _client(remote, token) as client:
             response = client.request(method, path, **kwargs)
     except httpx.TransportError as err:
-        raise _fail(f"controller {remote} unreachable: {err}", 3) from None
+        raise fail(f"controller {remote} unreachable: {err}", 3) from None
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
         code = 3 if response.status_code in (401, 403) or response.status_code >= 500 else 2
-        raise _fail(f"controller: {response.status_code} {json.dumps(detail)}", code)
+        raise fail(f"controller: {response.status_code} {json.dumps(detail)}", code)
     return response.json() if response.content else None
 
 
@@ -171,7 +172,7 @@ def run_command(
     try:
         parsed = load_spec(spec)
     except ConfigError as err:
-        raise _fail(f"[red]invalid run spec[/red]\n{err}") from None
+        raise fail(f"[red]invalid run spec[/red]\n{err}") from None
     if remote is None:
         raise typer.Exit(_embedded(parsed, directory, run_id, steps))
     status = RunStatus.model_validate(
@@ -217,7 +218,7 @@ def stop_command(
 ) -> None:
     """Ask a run to finish its step, checkpoint and stop (exit 2 if it has already ended)."""
     if remote is None:
-        raise _fail("arpo stop: needs --remote (an embedded run stops with Ctrl-C)")
+        raise fail("arpo stop: needs --remote (an embedded run stops with Ctrl-C)")
     status = RunStatus.model_validate(_call(remote, token, "POST", f"/v1/runs/{run_id}/stop"))
     console.print(f"run {status.run_id}: {status.state.value}")
 
@@ -232,7 +233,7 @@ def logs_command(
 ) -> None:
     """Print a run's events (state changes, metrics) as they come, until it ends."""
     if remote is None:
-        raise _fail("arpo logs: needs --remote (an embedded run prints its own progress)")
+        raise fail("arpo logs: needs --remote (an embedded run prints its own progress)")
     try:
         with (
             _client(remote, token) as client,
@@ -242,7 +243,7 @@ def logs_command(
         ):
             if response.status_code >= 400:
                 response.read()
-                raise _fail(
+                raise fail(
                     f"controller: {response.status_code} {response.text}",
                     3 if response.status_code == 401 else 2,
                 )
@@ -254,7 +255,7 @@ def logs_command(
                     typer.echo(f"{event}: {line[6:]}")
                     sys.stdout.flush()
     except httpx.TransportError as err:
-        raise _fail(f"controller {remote} unreachable: {err}", 3) from None
+        raise fail(f"controller {remote} unreachable: {err}", 3) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -272,7 +273,7 @@ def _local_status(run_id: str | None) -> list[dict[str, Any]]:
 
     url = os.environ.get("REDIS_URL") or DEFAULT_URL
     if not os.environ.get("REDIS_URL") and not answers(url):
-        raise _fail("arpo status: no Redis to read (set REDIS_URL, or pass --remote)")
+        raise fail("arpo status: no Redis to read (set REDIS_URL, or pass --remote)")
 
     async def read() -> list[RunStatus]:
         redis = Redis.from_url(url)
@@ -285,4 +286,4 @@ def _local_status(run_id: str | None) -> list[dict[str, Any]]:
     try:
         return [r.model_dump(mode="json") for r in asyncio.run(read())]
     except RunNotFoundError:
-        raise _fail(f"no run {run_id!r}") from None
+        raise fail(f"no run {run_id!r}") from None

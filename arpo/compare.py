@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arpo.analysis import entropy_profile, record_segments
 from arpo.builtins import resolve_dataset
 from arpo.embedded import Embedded, EmbeddedOptions, local_services
 from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
@@ -31,7 +32,6 @@ from arpo.services.agent.pool import RolloutPool
 from arpo.services.learner.data import load_prompts
 
 METHODS = ("arpo", "grpo")
-ENTROPY_POSITIONS = 32
 
 
 def method_spec(spec: RunSpec, method: str, seed: int) -> RunSpec:
@@ -98,30 +98,6 @@ def outcome(method: str, seed: int | None, records: Sequence[Record], family: di
     )
 
 
-def entropy_profile(records: Sequence[Record], positions: int = ENTROPY_POSITIONS) -> dict[str, Any]:
-    """Mean token entropy at each position 0..positions-1 of the segments that follow a tool result (by
-    tool), and the mean over every other generated token."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * positions)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0] * positions)
-    elsewhere: list[float] = []
-    for r in records:
-        for seg in r.segments:
-            for k, h in enumerate(seg.entropies):
-                if seg.after is not None and k < positions:
-                    sums[seg.after][k] += h
-                    counts[seg.after][k] += 1
-                else:
-                    elsewhere.append(h)
-    after = {
-        tool: [s / c if c else None for s, c in zip(sums[tool], counts[tool], strict=True)] for tool in sums
-    }
-    return {
-        "after": after,
-        "counts": dict(counts),
-        "elsewhere": statistics.fmean(elsewhere) if elsewhere else None,
-    }
-
-
 async def compare(
     spec: RunSpec,
     out: Path,
@@ -151,7 +127,7 @@ async def compare(
 
     start_records = await evaluated("start", spec, None)
     outcomes.append(outcome("start", None, start_records, family))
-    profiles["start"] = entropy_profile(start_records)
+    profiles["start"] = entropy_profile(record_segments(start_records))
     for seed in seeds:
         for method in METHODS:
             s = method_spec(spec, method, seed)
@@ -169,7 +145,7 @@ async def compare(
             result.steps = [m.model_dump() for m in steps]
             result.validations = [v.model_dump() for v in run.validations]
             outcomes.append(result)
-            profiles.setdefault(method, entropy_profile(records))
+            profiles.setdefault(method, entropy_profile(record_segments(records)))
             _write(out, spec, outcomes, profiles, seeds, test_questions)
     return outcomes
 

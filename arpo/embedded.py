@@ -23,7 +23,7 @@ from arpo.builtins import BUILT_INS, PREFIX, resolve_model
 from arpo.config import ConfigError
 from arpo.localredis import connect_or_start
 from arpo.plots import run_curves
-from arpo.proto.runs import RunSpec, StepMetrics, ValidationMetrics
+from arpo.proto.runs import ModelRef, RunSpec, StepMetrics, ValidationMetrics
 from arpo.services.agent.pool import RolloutPool
 from arpo.services.agent.store import TreeStore
 from arpo.services.agent.trajectory import Context
@@ -34,6 +34,7 @@ from arpo.services.learner.service import train_run
 from arpo.services.learner.settings import LearnerSettings
 from arpo.services.rollout.app import create_app as create_rollout_app
 from arpo.services.rollout.client import RolloutClient
+from arpo.services.rollout.engine import TokenizedEngine
 from arpo.services.rollout.hf import HFEngine
 from arpo.services.rollout.settings import RolloutSettings
 from arpo.services.tools.__main__ import build_app as build_tools_app
@@ -52,11 +53,12 @@ class EmbeddedOptions:
     """Agent workers (coroutines) growing the trees."""
 
 
-def tools_settings(dataset: str) -> ToolsSettings:
+def tools_settings(dataset: str, index: str | None = None) -> ToolsSettings:
     """ARPO_TOOLS_* as the service reads them, with embedded defaults: isolation `auto` (namespaces when
-    the host allows them), the built-in index of a built-in dataset (`arpo:agentic`'s corpus), else
-    `arpo:facts`, and the pages per search the cold-start demonstrations show."""
-    index = dataset if dataset.removeprefix(PREFIX) in BUILT_INS["index"] else f"{PREFIX}facts"
+    the host allows them), `index` or else the built-in index of a built-in dataset (`arpo:agentic`'s
+    corpus), else `arpo:facts`, and the pages per search the cold-start demonstrations show."""
+    if index is None:
+        index = dataset if dataset.removeprefix(PREFIX) in BUILT_INS["index"] else f"{PREFIX}facts"
     env = {
         "ARPO_TOOLS_ISOLATION": IsolationMode.AUTO.value,
         "ARPO_TOOLS_INDEX": index,
@@ -66,18 +68,54 @@ def tools_settings(dataset: str) -> ToolsSettings:
 
 
 @asynccontextmanager
+async def rollout_service(
+    model: ModelRef, url: str | None = None, device: str = "cpu"
+) -> AsyncIterator[tuple[RolloutClient, TokenizedEngine]]:
+    """A rollout server's client and the model's tokenizer: the server at `url`, or the HF engine in this
+    process behind the service's app (the engine is then the tokenizer)."""
+    tokens: TokenizedEngine
+    if url is not None:
+        from transformers import AutoTokenizer
+
+        path = resolve_model(model.name_or_path)
+        tokens = TokenizedEngine(
+            AutoTokenizer.from_pretrained(path, revision=model.revision), model.name_or_path
+        )
+        client = RolloutClient(url)
+    else:
+        engine = HFEngine.from_pretrained(
+            resolve_model(model.name_or_path), model.revision, model.dtype, device
+        )
+        app = create_rollout_app(engine, RolloutSettings(model=model.name_or_path))
+        tokens, client = engine, RolloutClient.in_process(app)
+    async with client:
+        yield client, tokens
+
+
+@asynccontextmanager
+async def tool_service(
+    settings: ToolsSettings, timeout_s: float, url: str | None = None
+) -> AsyncIterator[ToolsClient]:
+    """The tool service at `url`, or one in this process with `settings`."""
+    if url is not None:
+        async with ToolsClient(url, timeout_s=timeout_s) as remote:
+            yield remote
+        return
+    app = build_tools_app(settings)
+    async with app.router.lifespan_context(app), ToolsClient.in_process(app, timeout_s=timeout_s) as local:
+        yield local
+
+
+@asynccontextmanager
 async def local_services(spec: RunSpec) -> AsyncIterator[tuple[HFEngine, RolloutClient, ToolsClient]]:
     """The rollout service (HF engine on CPU, the spec's model) and the tool service, in this process,
     behind their HTTP contracts: (engine, rollout client, tools client)."""
-    ref = spec.model
-    engine = HFEngine.from_pretrained(resolve_model(ref.name_or_path), ref.revision, ref.dtype, "cpu")
-    rollout_app = create_rollout_app(engine, RolloutSettings(model=ref.name_or_path))
-    tools_app = build_tools_app(tools_settings(spec.dataset.path_or_name))
+    timeout = spec.config.rollout.tool_timeout_s + 30
     async with (
-        tools_app.router.lifespan_context(tools_app),
-        RolloutClient.in_process(rollout_app) as rollout,
-        ToolsClient.in_process(tools_app, timeout_s=spec.config.rollout.tool_timeout_s + 30) as tools,
+        rollout_service(spec.model) as (rollout, engine),
+        tool_service(tools_settings(spec.dataset.path_or_name), timeout) as tools,
     ):
+        assert isinstance(engine, HFEngine)
         yield engine, rollout, tools
 
 

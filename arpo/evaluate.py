@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from arpo.config import RunConfig
+from arpo.core import tags
 from arpo.proto.runs import ValidationMetrics, ValidationSpec
 from arpo.proto.tree import BranchKind, BranchRequest, Trajectory, TreeNode
 from arpo.services.agent import trajectory
@@ -51,13 +52,31 @@ class Record:
     tokens: int = 0
     segments: list[Segment] = field(default_factory=list)
     error: str | None = None
+    sample: int = 0
+    """Which of a question's samples (pass@k) this is."""
+    tool_limit_hits: int = 0
+    """Calls refused because the trajectory had used its `max_tool_calls`."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """The answer under every metric that applies (exact_match, f1, math), besides `score`."""
+    judge: str | None = None
+    """An LLM judge's verdict (correct / incorrect / what it said when it said neither)."""
 
     @property
     def calls(self) -> int:
         return sum(self.tool_calls.values())
 
+    @property
+    def key(self) -> str:
+        return f"{self.prompt_id}/{self.sample}"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(line: str) -> Record:
+        data = json.loads(line)
+        data["segments"] = [Segment(**seg) for seg in data.get("segments", [])]
+        return Record(**data)
 
 
 @dataclass(frozen=True)
@@ -150,16 +169,21 @@ async def evaluate(
     config: RunConfig,
     concurrency: int = 64,
     label: str = "eval",
+    samples: Sequence[int] | None = None,
+    on_record: Callable[[Record], None] | None = None,
 ) -> list[Record]:
-    """One trajectory per prompt (in the order given), at most `concurrency` at a time. `config` is used
-    as is: pass `eval_config(config, 0.0)` for greedy decoding."""
+    """One trajectory per prompt (in the order given), at most `concurrency` at a time; `samples[i]` numbers
+    prompt i's sample (pass@k repeats a prompt); `on_record` sees each record as it completes. `config` is
+    used as is: pass `eval_config(config, 0.0)` for greedy decoding."""
     trees = MemoryTrees()
     ctx = trajectory.Context(trees, agent.generator, agent.tools, agent.tokenizer, config)  # type: ignore[arg-type]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int, prompt: Prompt) -> Record:
         tree_id = f"{label}-{i}"
-        record = Record(prompt.prompt_id, prompt.question, prompt.answers)
+        record = Record(
+            prompt.prompt_id, prompt.question, prompt.answers, sample=samples[i] if samples else 0
+        )
         root = root_node(tree_id, agent.render(prompt.question), prompt.question)
         trees.add(tree_id, root, prompt)
         request = BranchRequest(
@@ -179,6 +203,8 @@ async def evaluate(
                 record.error = f"{type(err).__name__}: {err}"
         if record.error is None:
             _fill(record, trees.leaves[tree_id], trees.path(tree_id))
+        if on_record is not None:
+            on_record(record)
         return record
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
@@ -190,6 +216,10 @@ def _fill(record: Record, leaf: Trajectory, path: list[TreeNode]) -> None:
     record.format_ok = bool(leaf.format_ok)
     record.tool_calls = dict(Counter(n.tool_call.tool for n in path if n.tool_call is not None))
     record.tokens = sum(sum(n.loss_mask) for n in path[1:])
+    limit = tags.tool_limit_message(0).split("(")[0]
+    record.tool_limit_hits = sum(
+        1 for n in path if n.tool_result is not None and (n.tool_result.error or "").startswith(limit)
+    )
     after: str | None = None
     for node in path[1:]:
         written = sum(node.loss_mask)

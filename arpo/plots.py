@@ -83,7 +83,7 @@ def validation_curves(runs: dict[str, list[list[dict[str, Any]]]], path: Path) -
 
 def entropy_curves(profiles: dict[str, Any], path: Path) -> Path:
     """Mean token entropy by position after each tool's results, and the mean elsewhere, per policy
-    (`arpo.compare.entropy_profile`)."""
+    (`arpo.analysis.entropy_profile`)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

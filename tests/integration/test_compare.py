@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arpo.compare import compare, entropy_profile, method_spec
-from arpo.evaluate import Record, Segment
+from arpo.compare import compare, method_spec
 from arpo.localredis import LocalRedis
 from arpo.proto.runs import RunSpec
 
@@ -34,18 +33,6 @@ def test_grpo_starts_the_whole_budget_at_the_root_and_arpo_keeps_the_spec() -> N
     assert arpo.config.branching == SPEC.config.branching and arpo.config.seed == grpo.config.seed == 3
     with pytest.raises(ValueError, match="method"):
         method_spec(SPEC, "ppo", 0)
-
-
-def test_entropy_profile_separates_positions_after_each_tool_from_the_rest() -> None:
-    record = Record("q", "?", ["1"])
-    record.segments = [
-        Segment(None, [1.0, 1.0]),
-        Segment("python", [3.0, 2.0, 5.0]),
-        Segment("search", [4.0]),
-    ]
-    profile = entropy_profile([record, record], positions=2)
-    assert profile["after"] == {"python": [3.0, 2.0], "search": [4.0, None]}
-    assert profile["elsewhere"] == pytest.approx((1.0 + 1.0 + 5.0) / 3)
 
 
 def test_compare_trains_both_methods_evaluates_and_writes_the_report(

@@ -204,3 +204,47 @@ def test_every_service_passes_its_container_health_check(services: tuple[Service
         [sys.executable, "-m", "arpo.services.health", "agent"], env=env, capture_output=True, text=True
     )
     assert check.returncode == 1 and "agent on port" in check.stderr
+
+
+def test_a_learner_job_trains_one_run_and_exits(tmp_path: Path) -> None:
+    """ARPO_LEARNER_MAX_RUNS=1 (the Kubernetes Job): the learner claims one run, and after it ended
+    (here: failed, its dataset missing) exits 0 instead of claiming the next one."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from arpo.proto.runs import RunSpec
+    from arpo.services.controller.registry import RunRegistry
+
+    redis = start_server()
+    bad = SPEC | {"dataset": {"path_or_name": str(tmp_path / "missing.jsonl"), "metric": "exact_match"}}
+
+    async def submit() -> list[str]:
+        client = Redis.from_url(redis.url)
+        registry = RunRegistry(client)
+        ids = [(await registry.create(RunSpec.model_validate(bad))).run_id for _ in range(2)]
+        await client.aclose()
+        return ids
+
+    async def states(ids: list[str]) -> list[str]:
+        client = Redis.from_url(redis.url)
+        registry = RunRegistry(client)
+        out = [(await registry.get(i)).state.value for i in ids]
+        await client.aclose()
+        return out
+
+    try:
+        first, second = asyncio.run(submit())
+        env = os.environ | {
+            "REDIS_URL": redis.url,
+            "ARPO_LEARNER_MAX_RUNS": "1",
+            "ARPO_LEARNER_ROLLOUT_URLS": "",
+            "ARPO_LEARNER_DIRECTORY": str(tmp_path / "runs"),
+            "ARPO_LEARNER_POLL_S": "0.2",
+        }
+        command = [sys.executable, "-m", "arpo.services.learner"]
+        learner = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert learner.returncode == 0, learner.stderr[-3000:]
+        assert asyncio.run(states([first, second])) == ["failed", "pending"]
+    finally:
+        redis.close()

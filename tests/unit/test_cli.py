@@ -1,4 +1,4 @@
-"""The `arpo` command: help lists every subcommand; config and schema commands; planned ones say so."""
+"""The `arpo` command: help lists every subcommand; config and schema commands; eval names what is missing."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ def test_help_lists_subcommands() -> None:
         assert name in result.output
 
 
-def test_planned_commands_fail_honestly() -> None:
+def test_eval_names_its_missing_options() -> None:
     result = runner.invoke(app, ["eval"])
     assert result.exit_code == 2
-    assert "not available yet" in result.output
+    assert "--model" in result.output
 
 
 def test_config_check_and_show(tmp_path: Path) -> None:

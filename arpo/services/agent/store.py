@@ -329,6 +329,17 @@ class TreeStore:
             dead_letters=int(meta["dead"]),
         )
 
+    async def completed_trees(self, step: int | None = None) -> list[Tree]:
+        """The trees announced on the completed-trees stream (of `step`, or all), in completion order."""
+        entries: Any = await self.redis.xrange(self.completed)
+        seen: list[tuple[int, str]] = []
+        for _, fields in entries:
+            body = json.loads(fields[b"body"])
+            key = (int(body["step"]), str(body["tree_id"]))
+            if (step is None or key[0] == step) and key not in seen:
+                seen.append(key)
+        return [await self.tree(s, tree_id) for s, tree_id in seen]
+
 
 def _parents_first(nodes: dict[str, TreeNode], keep: set[str]) -> list[str]:
     order: list[str] = []

@@ -41,18 +41,6 @@ def _authorizer(settings: ControllerSettings) -> Callable[[Request], None]:
     return authorize
 
 
-async def _step_trees(redis: Redis, run_id: str, step: int) -> list[Tree]:
-    """The trees of `step` announced on the completed-trees stream, in completion order."""
-    store = TreeStore(redis, run_id)
-    entries: Any = await redis.xrange(store.completed)
-    ids: list[str] = []
-    for _, fields in entries:
-        body = json.loads(fields[b"body"])
-        if body["step"] == step and body["tree_id"] not in ids:
-            ids.append(body["tree_id"])
-    return [await store.tree(step, tree_id) for tree_id in ids]
-
-
 async def _event_stream(registry: RunRegistry, run_id: str, after: str, follow: bool) -> AsyncIterator[str]:
     last = after
     while True:
@@ -122,7 +110,7 @@ def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
     async def get_trees(run_id: RunId, step: Annotated[int, Path(ge=0)]) -> list[Tree]:
         """The completed trajectory trees of a step, per-token entropies included."""
         await registry.get(run_id)
-        return await _step_trees(redis, run_id, step)
+        return await TreeStore(redis, run_id).completed_trees(step)
 
     @app.get("/v1/runs/{run_id}/events", dependencies=auth, response_class=StreamingResponse)
     async def events(

@@ -8,13 +8,13 @@ checkpoint) resumes the same sequence of prompts.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from arpo.builtins import resolve_dataset
 from arpo.core.rewards import AnswerMetric
+from arpo.jsonl import read_jsonl
 from arpo.proto.runs import DatasetRef
 
 
@@ -37,13 +37,9 @@ def load_prompts(ref: DatasetRef, default_metric: AnswerMetric) -> list[Prompt]:
     if not path.is_file():
         raise DatasetError(f"{path}: not a file (only local JSONL datasets are supported so far)")
     prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}:{number}: not JSON ({err.msg})") from None
+    for number, row in read_jsonl(path, DatasetError):
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{number}: a row must be an object")
         question, answer = row.get(ref.question_field), row.get(ref.answer_field)
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(f"{path}:{number}: field {ref.question_field!r} must be a non-empty string")

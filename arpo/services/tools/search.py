@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arpo.builtins import resolve_index
+from arpo.jsonl import read_jsonl
 from arpo.proto import keys
 from arpo.proto.tools import SearchHit, SearchResponse, ToolResult
 from arpo.services.tools.settings import ToolsSettings
@@ -56,23 +57,16 @@ class Backend(Protocol):
 def read_corpus(path: Path) -> Iterator[dict[str, str]]:
     """Documents of a JSONL corpus, checked: `id` (unique, non-empty), `title`, `text` strings."""
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CorpusError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(doc, dict):
-                raise CorpusError(f"{path}:{number}: expected an object with id, title, text")
-            for field in ("id", "title", "text"):
-                if not isinstance(doc.get(field), str):
-                    raise CorpusError(f"{path}:{number}: field {field!r} must be a string")
-            if not doc["id"] or doc["id"] in seen:
-                raise CorpusError(f"{path}:{number}: field 'id' is empty or repeated: {doc['id']!r}")
-            seen.add(doc["id"])
-            yield {"id": doc["id"], "title": doc["title"], "text": doc["text"]}
+    for number, doc in read_jsonl(path, CorpusError):
+        if not isinstance(doc, dict):
+            raise CorpusError(f"{path}:{number}: expected an object with id, title, text")
+        for field in ("id", "title", "text"):
+            if not isinstance(doc.get(field), str):
+                raise CorpusError(f"{path}:{number}: field {field!r} must be a string")
+        if not doc["id"] or doc["id"] in seen:
+            raise CorpusError(f"{path}:{number}: field 'id' is empty or repeated: {doc['id']!r}")
+        seen.add(doc["id"])
+        yield {"id": doc["id"], "title": doc["title"], "text": doc["text"]}
 
 
 def _tokenize(texts: list[str], progress: bool) -> Any:
