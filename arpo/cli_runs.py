@@ -157,6 +157,11 @@ def _embedded(spec: RunSpec, directory: Path, run_id: str | None, steps: int | N
         )
     if run.plot is not None:
         console.print(f"learning curves: {run.plot}")
+    if run.redis_url is not None:
+        console.print(
+            f"dashboard (trees, curves): REDIS_URL={run.redis_url} ARPO_CONTROLLER_AUTH_DISABLED=true "
+            f"arpo serve controller, then http://127.0.0.1:8000/#/runs/{run.run_id}"
+        )
     return 130 if interrupted else 0
 
 

@@ -128,6 +128,8 @@ class Embedded:
         self.run_id: str | None = None
         self.plot: Path | None = None
         """The learning curves (PNG) written at the end of the run."""
+        self.redis_url: str | None = None
+        """The Redis that keeps the run after it ended (None when it lived in a private server child)."""
         self.validations: list[ValidationMetrics] = []
         """Every validation of the run (resumed runs included), read at its end."""
         self._stop_requested = False
@@ -150,6 +152,7 @@ class Embedded:
     ) -> list[StepMetrics]:
         server = connect_or_start()
         redis = Redis.from_url(server.url)
+        self.redis_url = None if server.started_here else server.url
         try:
             return await self._run(redis, on_start, on_step, on_validation)
         finally:
@@ -212,7 +215,7 @@ class Embedded:
         registry = RunRegistry(redis)
         steps, self.validations = await registry.metrics(run_id), await registry.validation(run_id)
         if steps or self.validations:
-            self.plot = run_curves(
-                steps, self.validations, self.options.directory / run_id / "curves.png", f"run {run_id}"
-            )
+            path = self.options.directory / run_id / "curves.png"
+            run_curves({run_id: (steps, self.validations)}, path, f"run {run_id}")
+            self.plot = path
         return done

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from arpo.proto.runs import StepMetrics, ValidationMetrics
 
@@ -28,35 +28,70 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def run_curves(
-    steps: Sequence[StepMetrics], validations: Sequence[ValidationMetrics], path: Path, title: str = ""
-) -> Path:
-    """Four panels over training steps: accuracy (validation, greedy; training rollouts, sampled), mean
-    reward, tool calls per trajectory, forks per tree."""
-    fig, axes = _pyplot().subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    x = [m.step + 1 for m in steps]  # step s's metrics describe the policy trained through s + 1 steps
-    vx = [v.step for v in validations]
-    panels: tuple[tuple[str, list[float], list[float]], ...] = (
-        ("accuracy", [v.accuracy for v in validations], [m.accuracy for m in steps]),
-        ("mean reward", [v.reward_mean for v in validations], [m.reward_mean for m in steps]),
-        (
-            "tool calls per trajectory",
-            [v.tool_calls_per_question for v in validations],
-            [m.tool_calls_per_trajectory for m in steps],
-        ),
-        ("forks per tree (entropy branching)", [], [m.branches_per_tree for m in steps]),
-    )
-    for ax, (name, validated, trained) in zip(axes.flat, panels, strict=True):
-        if validated:
-            ax.plot(vx, validated, "o-", label="validation (held-out)")
-        ax.plot(x, trained, ".-", alpha=0.6, label="training rollouts")
-        ax.set(title=name, xlabel="steps trained")
-        if validated:
-            ax.legend()
+Curves = tuple[Sequence[StepMetrics], Sequence[ValidationMetrics]]
+"""One run's per-step metrics and validations."""
+
+
+def _series(steps: Sequence[StepMetrics], *names: str) -> list[tuple[str, list[float], list[float]]]:
+    """(label, x, y) of each named StepMetrics field, its missing values left out."""
+    out = []
+    for name in names:
+        pairs = [(float(m.step + 1), float(getattr(m, name))) for m in steps if getattr(m, name) is not None]
+        label = name.removeprefix("time_").removesuffix("_s")
+        out.append((label, [x for x, _ in pairs], [y for _, y in pairs]))
+    return out
+
+
+def run_curves(runs: dict[str, Curves], out: Path | BinaryIO, title: str = "") -> None:
+    """Eight panels over training steps, one colour per run (the dashboard overlays ARPO and GRPO runs):
+    accuracy (validation, held out; training rollouts), reward, policy entropy, token entropy after tool
+    results vs elsewhere, tool calls per trajectory, forks per tree, response tokens, step time split."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, (steps, validations)), color in zip(runs.items(), colors, strict=False):
+        prefix = f"{label}: " if len(runs) > 1 else ""
+        vx = [v.step for v in validations]
+        panels: list[tuple[str, list[float], list[tuple[str, list[float], list[float]]]]] = [
+            ("accuracy", [v.accuracy for v in validations], _series(steps, "accuracy")),
+            ("mean reward", [v.reward_mean for v in validations], _series(steps, "reward_mean")),
+            ("policy entropy (learner, nats)", [], _series(steps, "policy_entropy")),
+            (
+                "token entropy: after tool results vs elsewhere",
+                [],
+                _series(steps, "entropy_after_tool_mean", "entropy_elsewhere_mean"),
+            ),
+            (
+                "tool calls per trajectory",
+                [v.tool_calls_per_question for v in validations],
+                _series(steps, "tool_calls_per_trajectory"),
+            ),
+            ("forks per tree (entropy branching)", [], _series(steps, "branches_per_tree")),
+            ("response tokens per trajectory", [], _series(steps, "response_tokens_mean")),
+            (
+                "step time split (s)",
+                [],
+                _series(steps, "time_generate_s", "time_tool_wait_s", "time_train_s", "time_publish_s"),
+            ),
+        ]
+        for ax, (name, validated, series) in zip(axes.flat, panels, strict=True):
+            if validated:
+                ax.plot(vx, validated, "o-", color=color, label=f"{prefix}validation (held-out)")
+            styles = ["-", "--", ":", "-."]
+            for (sub, xs, ys), style in zip(series, styles, strict=False):
+                what = "training rollouts" if len(series) == 1 else sub.replace("_mean", "").replace("_", " ")
+                ax.plot(xs, ys, style, marker=".", color=color, alpha=0.7, label=f"{prefix}{what}")
+            ax.set(title=name, xlabel="steps trained")
+            if ax.lines:
+                ax.legend(fontsize=7)
     axes.flat[0].set_ylim(0, 1)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    if isinstance(out, Path):
+        _save(fig, out)
+        return
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
 
 
 def validation_curves(runs: dict[str, list[list[dict[str, Any]]]], path: Path) -> Path:

@@ -22,17 +22,9 @@ find_python() {
     return 1
 }
 
-# The tool sandbox's namespaces come from bubblewrap: installed here when we can (root with apt-get);
-# otherwise the tool service refuses to start and says how to get it (or runs with ARPO_TOOLS_ISOLATION=rlimits).
-if ! command -v bwrap >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "bootstrap: installing bubblewrap (the tool sandbox)" >&2
-        apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
-            { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
-    else
-        echo "bootstrap: bubblewrap (bwrap) is missing; the tool sandbox needs it: sudo apt-get install bubblewrap" >&2
-    fi
-fi
+# The tool sandbox's namespaces come from bubblewrap: installed when we can (root with apt-get); otherwise
+# the tool service refuses to start and says how to get it (or runs with ARPO_TOOLS_ISOLATION=rlimits).
+bash "$ROOT/scripts/apt-install.sh" bwrap bubblewrap "the tool sandbox"
 
 if [ ! -x "$VENV/bin/python" ]; then
     PY="$(find_python)"

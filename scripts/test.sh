@@ -9,6 +9,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh
+# The dashboard's browser tests drive Debian's chromium (tests/integration/test_dashboard.py).
+bash scripts/apt-install.sh chromium chromium "the dashboard's browser tests"
 VENV="${ARPO_VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 

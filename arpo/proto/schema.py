@@ -44,6 +44,7 @@ from arpo.proto.tools import (
     ToolResult,
 )
 from arpo.proto.tree import BranchRequest, Trajectory, Tree, TreeNode, TreeSeed
+from arpo.proto.views import LeafView, NodeView, TokenView, TreeView
 
 MESSAGES: tuple[type[BaseModel], ...] = (
     SamplingParams,
@@ -76,6 +77,10 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     StepMetrics,
     ValidationMetrics,
     RunStatus,
+    TokenView,
+    NodeView,
+    LeafView,
+    TreeView,
     CompletionRequest,
     CompletionResponse,
     ChatRequest,

@@ -18,14 +18,12 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import JSONResponse, StreamingResponse
 from redis.asyncio import Redis
 
-from arpo.proto.base import Id
 from arpo.proto.runs import RunSpec, RunState, RunStatus, StepMetrics, ValidationMetrics
 from arpo.proto.tree import Tree
 from arpo.services.agent.store import TreeStore
+from arpo.services.controller.dashboard import RunId, mount_dashboard
 from arpo.services.controller.registry import RunConflictError, RunNotFoundError, RunRegistry
 from arpo.services.controller.settings import ControllerSettings
-
-RunId = Annotated[Id, Path(description="The run's id.")]
 
 
 def _authorizer(settings: ControllerSettings) -> Callable[[Request], None]:
@@ -57,11 +55,8 @@ async def _event_stream(registry: RunRegistry, run_id: str, after: str, follow: 
         await asyncio.sleep(0)
 
 
-def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
-    app = FastAPI(title="arpo controller", version="1", description=__doc__)
-    registry = RunRegistry(redis)
-
-    auth = [Depends(_authorizer(settings))]
+def _error_responses(app: FastAPI) -> None:
+    """The registry's errors as answers: an unknown run is a 404, a state conflict a 409."""
 
     @app.exception_handler(RunNotFoundError)
     async def not_found(_: Request, err: RunNotFoundError) -> JSONResponse:
@@ -70,6 +65,15 @@ def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
     @app.exception_handler(RunConflictError)
     async def conflict(_: Request, err: RunConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=409)
+
+
+def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
+    app = FastAPI(title="arpo controller", version="1", description=__doc__)
+    registry = RunRegistry(redis)
+
+    auth = [Depends(_authorizer(settings))]
+
+    _error_responses(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -129,6 +133,8 @@ def create_app(redis: Redis, settings: ControllerSettings) -> FastAPI:
     async def stop_run(run_id: RunId) -> RunStatus:
         """Graceful: the learner finishes the step, checkpoints and stops (409 if the run has ended)."""
         return await registry.stop(run_id)
+
+    mount_dashboard(app, redis, registry, auth)
 
     @app.delete("/v1/runs/{run_id}", status_code=204, dependencies=auth)
     async def delete_run(run_id: RunId) -> Response:
