@@ -57,7 +57,7 @@ def run_curves(runs: dict[str, Curves], out: Path | BinaryIO, title: str = "") -
             ("mean reward", [v.reward_mean for v in validations], _series(steps, "reward_mean")),
             ("policy entropy (learner, nats)", [], _series(steps, "policy_entropy")),
             (
-                "token entropy: after tool results vs elsewhere",
+                "token entropy: after tools vs elsewhere",
                 [],
                 _series(steps, "entropy_after_tool_mean", "entropy_elsewhere_mean"),
             ),
