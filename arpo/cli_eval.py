@@ -74,6 +74,22 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def group_table(groups: dict[str, Any]) -> Table:
+    table = Table(title="by group")
+    columns = ["records", "accuracy", "tool_use_rate", "tool_calls_per_question"]
+    columns += ["accuracy_with_tools", "accuracy_without_tools"]
+    table.add_column("group")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for group, row in groups.items():
+        table.add_row(group, *(_cell(row[c]) for c in columns))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate_command)
     app.add_typer(analyze_app, name="analyze")
@@ -100,6 +116,7 @@ def evaluate_command(
     metric: Annotated[AnswerMetric | None, typer.Option(help="Override the layout's metric.")] = None,
     split: Annotated[str, typer.Option(help="Split file of a dataset folder.")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
+    group_by: Annotated[str | None, typer.Option(help="Also report per value of this field.")] = None,
     samples: Annotated[
         int, typer.Option(min=1, help="Samples per question (pass@k needs temperature > 0).")
     ] = 1,
@@ -136,7 +153,7 @@ def evaluate_command(
     enabled = _tools(tools)
     run_config = _config(config, max_tool_calls, max_response_tokens)
     try:
-        dataset = load_eval(data, layout, question_field, answer_field, metric, limit, split)
+        dataset = load_eval(data, layout, question_field, answer_field, metric, limit, split, group_by)
     except DatasetError as err:
         raise fail(f"--data: {err}") from None
     folder = out or Path("evals") / Path(data.split(":")[-1]).stem
@@ -192,7 +209,7 @@ def _run_and_report(source: Source, dataset: EvalSet, run_config: RunConfig, opt
         raise fail(f"arpo eval: {err}", 3) from None
     except (ValueError, ConfigError) as err:
         raise fail(f"arpo eval: {err}") from None
-    summary = summarize(records, dataset.prompts, options.samples)
+    summary = summarize(records, dataset.prompts, options.samples, dataset.groups)
     meta = {
         "model": source.model,
         "data": source.data,
@@ -202,6 +219,8 @@ def _run_and_report(source: Source, dataset: EvalSet, run_config: RunConfig, opt
     }
     path = write_summary(folder, summary, meta)
     console.print(summary_table(meta | summary))
+    if "by_group" in summary:
+        console.print(group_table(summary["by_group"]))
     console.print(f"records: {folder / 'records.jsonl'}; summary: {path}")
 
 

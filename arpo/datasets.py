@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,8 @@ class EvalSet:
     layout: str
     skipped: int
     """Rows a text-only evaluation cannot use (attachments, images)."""
+    groups: dict[str, str] = field(default_factory=dict)
+    """prompt id -> the value of the `group_by` field (a family, level or type), when one was asked for."""
 
 
 def load_eval(
@@ -238,12 +240,15 @@ def load_eval(
     metric: AnswerMetric | None = None,
     limit: int | None = None,
     split: str = "test",
+    group_by: str | None = None,
 ) -> EvalSet:
-    """The questions of `source` (first `limit`), as prompts scored by the layout's metric (or `metric`)."""
+    """The questions of `source` (first `limit`), as prompts scored by the layout's metric (or `metric`),
+    each with the value of its `group_by` field when that is given."""
     if layout is not None and layout != "generic" and layout not in LAYOUTS:
         raise DatasetError(f"layout: unknown {layout!r}; one of {', '.join([*LAYOUTS, 'generic'])}")
     fields = question_field is not None or answer_field is not None
     prompts: list[Prompt] = []
+    groups: list[str] = []
     skipped = 0
     chosen: Layout | None = None
     for where, row in read_rows(source, split):
@@ -271,6 +276,8 @@ def load_eval(
             _first(row, "id", "_id", "task_id", "qid", "ID", "unique_id") or f"q{len(prompts) + 1}"
         )
         prompts.append(Prompt(prompt_id, question, answers, metric or chosen.metric))
+        if group_by is not None:
+            groups.append(str(row.get(group_by, "(none)")))
         if limit is not None and len(prompts) >= limit:
             break
     if not prompts:
@@ -280,4 +287,7 @@ def load_eval(
         prompts = [
             Prompt(f"{p.prompt_id}#{i}", p.question, p.answers, p.metric) for i, p in enumerate(prompts, 1)
         ]
-    return EvalSet(prompts, layout or "generic", skipped)
+    if group_by is not None and set(groups) == {"(none)"}:
+        raise DatasetError(f"group_by: no row of {source} has the field {group_by!r}")
+    by_id = dict(zip((p.prompt_id for p in prompts), groups, strict=True)) if group_by else {}
+    return EvalSet(prompts, layout or "generic", skipped, by_id)

@@ -200,8 +200,38 @@ def _read_all(path: Path) -> list[Record]:
     return out
 
 
-def summarize(records: Sequence[Record], prompts: Sequence[Prompt], samples: int) -> dict[str, Any]:
-    """The paper's numbers: accuracy under each metric, pass@k, and the tool-call accounting."""
+def by_group(records: Sequence[Record], prompts: Sequence[Prompt], groups: dict[str, str]) -> dict[str, Any]:
+    """Per group (a dataset field's value): accuracy, how often a tool was used, and accuracy with and
+    without tools, which says whether a tool pays off when chosen and how often it is chosen."""
+    metric = {p.prompt_id: p.metric for p in prompts}
+    grouped: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.error is None:
+            grouped[groups.get(r.prompt_id, "(none)")].append(r)
+    out = {}
+    for group, rs in sorted(grouped.items()):
+        used = [r for r in rs if r.calls]
+        unused = [r for r in rs if not r.calls]
+
+        def rate(xs: Sequence[Record]) -> float | None:
+            return sum(solved(r, metric[r.prompt_id]) for r in xs) / len(xs) if xs else None
+
+        out[group] = {
+            "records": len(rs),
+            "accuracy": rate(rs),
+            "tool_use_rate": len(used) / len(rs),
+            "tool_calls_per_question": sum(r.calls for r in rs) / len(rs),
+            "accuracy_with_tools": rate(used),
+            "accuracy_without_tools": rate(unused),
+        }
+    return out
+
+
+def summarize(
+    records: Sequence[Record], prompts: Sequence[Prompt], samples: int, groups: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The paper's numbers: accuracy under each metric, pass@k, and the tool-call accounting (per group
+    too, when `groups` maps prompt ids to groups)."""
     metric = {p.prompt_id: p.metric for p in prompts}
     ok = [r for r in records if r.error is None]
     by_question: dict[str, list[Record]] = defaultdict(list)
@@ -238,6 +268,8 @@ def summarize(records: Sequence[Record], prompts: Sequence[Prompt], samples: int
             if len(rs) >= k
         ]
         out[f"pass@{k}"] = statistics.fmean(values) if values else 0.0
+    if groups:
+        out["by_group"] = by_group(records, prompts, groups)
     return out
 
 

@@ -189,3 +189,12 @@ def test_answer_extraction() -> None:
     assert last_boxed("a \\boxed{1} then \\boxed{\\frac{a}{b}}") == "\\frac{a}{b}"
     assert last_boxed("\\boxed{unclosed") is None
     assert last_boxed("none") is None
+
+
+def test_group_by_a_field_of_the_rows(tmp_path: Path) -> None:
+    rows = [{"id": f"q{i}", "question": "q", "answer": "a", "family": f} for i, f in enumerate("xyx")]
+    path = _write(tmp_path / "d.jsonl", rows)
+    assert load_eval(str(path), group_by="family").groups == {"q0": "x", "q1": "y", "q2": "x"}
+    assert load_eval(str(path)).groups == {}
+    with pytest.raises(DatasetError, match=r"group_by: no row of .* has the field 'level'"):
+        load_eval(str(path), group_by="level")

@@ -140,3 +140,24 @@ def test_tree_segments_count_shared_prefixes_once_and_skip_tool_result_tokens(tm
     (tmp_path / "other.jsonl").write_text('{"x": 1}\n')
     with pytest.raises(ValueError, match="neither evaluation records"):
         file_segments(tmp_path / "other.jsonl")
+
+
+def test_by_group_says_whether_tools_pay_off_when_chosen() -> None:
+    prompts = [Prompt(p, "q", ["a"], AnswerMetric.EXACT_MATCH) for p in ("c1", "c2", "d1")]
+    records = [
+        _record("c1", 0, 1.0, {"python": 1}),
+        _record("c2", 0, 0.0, {"python": 2}),
+        _record("c2", 1, 0.0, {}),
+        _record("d1", 0, 1.0, {}),
+    ]
+    groups = {"c1": "compute", "c2": "compute", "d1": "direct"}
+    s = summarize(records, prompts, samples=1, groups=groups)["by_group"]
+    assert s["compute"] == {
+        "records": 3,
+        "accuracy": pytest.approx(1 / 3),
+        "tool_use_rate": pytest.approx(2 / 3),
+        "tool_calls_per_question": 1.0,
+        "accuracy_with_tools": 0.5,
+        "accuracy_without_tools": 0.0,
+    }
+    assert s["direct"]["accuracy_with_tools"] is None and s["direct"]["accuracy_without_tools"] == 1.0
