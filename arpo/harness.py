@@ -97,11 +97,21 @@ class Judge:
             text = str(response.json()["choices"][0]["message"]["content"]).strip().lower()
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
             return f"error: {type(err).__name__}: {err}"[:300]
-        if "incorrect" in text:
-            return "incorrect"
-        if "correct" in text:
-            return "correct"
-        return f"unclear: {text[:200]}"
+        return parse_verdict(text)
+
+
+def parse_verdict(text: str) -> str:
+    """`correct` / `incorrect` from a judge's reply (its first word, else a phrase), else `unclear: ...`."""
+    text = text.strip().lower()
+    words = text.split()
+    first = words[0].strip(".,!:;*\"'") if words else ""
+    if first in ("correct", "incorrect"):
+        return first
+    if "incorrect" in text or "not correct" in text:
+        return "incorrect"
+    if "correct" in text:
+        return "correct"
+    return f"unclear: {text[:200]}"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 from arpo.analysis import entropy_profile, file_segments, summary_line, table_rows, tree_segments
 from arpo.core.rewards import AnswerMetric
 from arpo.evaluate import Record, Segment
-from arpo.harness import load_records, pass_at_k, scores, solved, summarize
+from arpo.harness import load_records, parse_verdict, pass_at_k, scores, solved, summarize
 from arpo.proto.tools import ToolCall, ToolName, ToolResult
 from arpo.proto.tree import Trajectory, Tree, TreeNode
 from arpo.services.learner.data import Prompt
@@ -161,3 +161,17 @@ def test_by_group_says_whether_tools_pay_off_when_chosen() -> None:
         "accuracy_without_tools": 0.0,
     }
     assert s["direct"]["accuracy_with_tools"] is None and s["direct"]["accuracy_without_tools"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("Correct.", "correct"),
+        ("**Incorrect** - the year differs", "incorrect"),
+        ("The answer is not correct.", "incorrect"),
+        ("I think it is correct", "correct"),
+        ("maybe", "unclear: maybe"),
+    ],
+)
+def test_judge_replies_are_read_by_their_first_word_then_by_phrase(reply: str, verdict: str) -> None:
+    assert parse_verdict(reply) == verdict
