@@ -8,8 +8,9 @@ call is answered by the tool service (errors and timeouts are results the model 
 response budget running out, makes a leaf: its reward is computed there, once, and the leaf is counted.
 
 Every node is written once under an id derived from the request (`<request>.n<round>`); a redelivered
-request resumes after the nodes already written. Sampling is seeded from the node id, so the resumed
-segment is the one the lost delivery would have produced (at the same policy version).
+request resumes after the nodes already written. Sampling is seeded from the run's seed and the node
+id, so the resumed segment is the one the lost delivery would have produced (at the same policy
+version), a run repeats with its seed, and runs with different seeds sample independently.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ class State:
         return f"{self.request.request_id}.n{self.round}"
 
 
-def _seed(node_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
+def _seed(run_seed: int, node_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{run_seed}:{node_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 async def start(ctx: Context, request: BranchRequest) -> State:
@@ -178,7 +179,7 @@ async def generate(ctx: Context, state: State) -> Phase:
         top_p=rollout.top_p,
         top_k=rollout.top_k,
         stop=list(tags.STOP_STRINGS),
-        seed=_seed(state.node_id()),
+        seed=_seed(ctx.config.seed, state.node_id()),
     )
     state.replica = ctx.generator.choose(state.request.rollout_replica)
     request = GenerateRequest(prompt_token_ids=state.prefix, sampling=sampling)
