@@ -95,8 +95,9 @@ class Summary:
     failed: int
 
     @staticmethod
-    def of(records: Sequence[Record]) -> Summary:
-        solved = [r for r in records if r.score >= 1.0]
+    def of(records: Sequence[Record], is_solved: Callable[[Record], bool] | None = None) -> Summary:
+        """`is_solved` decides which questions count as solved (default: a full score)."""
+        solved = [r for r in records if (is_solved(r) if is_solved else r.score >= 1.0)]
         n = max(1, len(records))
         return Summary(
             questions=len(records),

@@ -25,7 +25,7 @@ import httpx
 
 from arpo.config import RunConfig
 from arpo.core.rewards import AnswerMetric, exact_match, math_equal, token_f1
-from arpo.evaluate import Agent, Record, eval_config, evaluate
+from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
 from arpo.proto.runs import ModelRef
 from arpo.proto.tools import ToolCall, ToolResult
 from arpo.services.agent.pool import RolloutPool
@@ -133,18 +133,21 @@ def solved(record: Record, metric: AnswerMetric) -> bool:
     return record.scores.get(metric.value, record.score) >= 1.0
 
 
-def load_records(path: Path) -> dict[str, Record]:
-    """Completed records of an interrupted evaluation (a torn last line is dropped)."""
-    done: dict[str, Record] = {}
+def read_records(path: Path) -> list[Record]:
+    """Every record of an evaluation's JSONL, in file order (a torn last line is dropped)."""
+    out = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                record = Record.from_json(line)
+                out.append(Record.from_json(line))
             except (ValueError, TypeError):
                 continue
-            if record.error is None:
-                done[record.key] = record
-    return done
+    return out
+
+
+def load_records(path: Path) -> dict[str, Record]:
+    """Completed records of an interrupted evaluation, by question and sample (failed ones are redone)."""
+    return {r.key: r for r in read_records(path) if r.error is None}
 
 
 async def run_eval(
@@ -195,19 +198,10 @@ async def run_eval(
                 on_record=on_record,
             )
             await asyncio.gather(*pending)
-    records = load_records(path)
-    failed = [r for r in _read_all(path) if r.error is not None and r.key not in records]
-    return [*records.values(), *failed]
-
-
-def _read_all(path: Path) -> list[Record]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(Record.from_json(line))
-        except (ValueError, TypeError):
-            continue
-    return out
+    every = read_records(path)
+    completed = {r.key: r for r in every if r.error is None}
+    failed = [r for r in every if r.error is not None and r.key not in completed]
+    return [*completed.values(), *failed]
 
 
 def by_group(records: Sequence[Record], prompts: Sequence[Prompt], groups: dict[str, str]) -> dict[str, Any]:
@@ -247,7 +241,7 @@ def summarize(
     by_question: dict[str, list[Record]] = defaultdict(list)
     for r in ok:
         by_question[r.prompt_id].append(r)
-    win = [r for r in ok if solved(r, metric[r.prompt_id])]
+    base = Summary.of(ok, lambda r: solved(r, metric[r.prompt_id]))
     calls = Counter[str]()
     for r in ok:
         calls.update(r.tool_calls)
@@ -257,17 +251,17 @@ def summarize(
         "samples": samples,
         "records": len(ok),
         "failed": len(records) - len(ok),
-        "accuracy": len(win) / n,
+        "accuracy": sum(solved(r, metric[r.prompt_id]) for r in ok) / n,
         "metrics": {
             name: statistics.fmean(r.scores[name] for r in ok if name in r.scores)
             for name in sorted({k for r in ok for k in r.scores})
         },
-        "tool_calls_per_question": sum(r.calls for r in ok) / n,
-        "tool_calls_per_solved": statistics.fmean(r.calls for r in win) if win else 0.0,
+        "tool_calls_per_question": base.tool_calls,
+        "tool_calls_per_solved": base.tool_calls_solved,
         "tool_calls_by_tool": {tool: count / n for tool, count in sorted(calls.items())},
         "tool_limit_hits": sum(r.tool_limit_hits for r in ok),
-        "response_tokens": sum(r.tokens for r in ok) / n,
-        "format_ok": sum(r.format_ok for r in ok) / n,
+        "response_tokens": base.tokens,
+        "format_ok": base.format_ok,
     }
     if any(r.judge is not None for r in ok):
         out["judge"] = dict(Counter((r.judge or "").split(":")[0] for r in ok))
