@@ -58,14 +58,23 @@ def bpe_tokenizer(
     texts: Iterable[str], vocab_size: int, split_digits: bool = False, tokens: Sequence[str] = ()
 ) -> Any:
     """A byte-level BPE tokenizer trained on `texts`, with an end-of-text token and no chat template;
-    `split_digits` makes every digit its own token, `tokens` are added whole (never split, kept in text)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    `tokens` are added whole (never split, kept in text). `split_digits` makes every digit its own token
+    and a space before a capital letter its own token, so that a number or a name is the same tokens
+    wherever it appears (` Mebrias` in a search result and `{Mebrias` in an answer): what a small model
+    copies from a tool result is then copied token for token."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.Split(Regex(" (?=[A-Z])"), behavior="isolated"),
+                byte_level,
+            ]
+        )
         if split_digits
         else byte_level
     )

@@ -69,6 +69,11 @@ def test_the_loss_covers_only_what_the_model_writes(demos: list) -> None:  # typ
         ")",
         "</python>",
     ]
+    # a name is the same tokens in a search result and in an answer: copied token for token
+    capital = BENCH.countries["train"][0].capital
+    name = tokenizer.encode(capital)
+    assert tokenizer.encode(f"capital is {capital}.")[-len(name) - 1 : -1] == name
+    assert tokenizer.encode(f"\\boxed{{{capital}}}")[1:-1] == name
     ids, mask = encode(tokenizer, demos[0])
     trained = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m], skip_special_tokens=True)
     assert tags.RESULT_OPEN not in trained and "user:" not in trained
