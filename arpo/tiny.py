@@ -55,10 +55,10 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 
 def bpe_tokenizer(
-    texts: Iterable[str], vocab_size: int, split_digits: bool = False, tokens: Sequence[str] = ()
+    texts: Iterable[str], vocab_size: int, copyable: bool = False, tokens: Sequence[str] = ()
 ) -> Any:
     """A byte-level BPE tokenizer trained on `texts`, with an end-of-text token and no chat template;
-    `tokens` are added whole (never split, kept in text). `split_digits` makes every digit its own token
+    `tokens` are added whole (never split, kept in text). `copyable` makes every digit its own token
     and a space before a capital letter its own token, so that a number or a name is the same tokens
     wherever it appears (` Mebrias` in a search result and `{Mebrias` in an answer): what a small model
     copies from a tool result is then copied token for token."""
@@ -75,7 +75,7 @@ def bpe_tokenizer(
                 byte_level,
             ]
         )
-        if split_digits
+        if copyable
         else byte_level
     )
     tok.decoder = decoders.ByteLevel()
