@@ -199,7 +199,7 @@ def sft(
     ] = None,
 ) -> None:
     """Cold-start the tiny agent: the benchmark, imperfect tool-use demonstrations, SFT. The defaults
-    reproduce the shipped arpo:agent-tiny (about 20 minutes on 2 cores)."""
+    reproduce the shipped arpo:agent-tiny (about 30 minutes on 2 cores)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from arpo.sft import build_agent

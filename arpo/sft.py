@@ -36,7 +36,7 @@ TAG_TOKENS = [
     "\\boxed{",
 ]
 # arpo:agent-tiny (shipped in arpo/assets/agent-tiny; its manifest lists the command that reproduces it)
-# is `arpo sft OUT` with these defaults: about 20 minutes on 2 cores.
+# is `arpo sft OUT` with these defaults: about 30 minutes on 2 cores.
 STEPS = 4000
 BATCH = 32
 LR = 2e-3
@@ -163,8 +163,8 @@ def demonstrations(
 
 
 def train_tokenizer(texts: Iterator[str], vocab_size: int = 512) -> Any:
-    """Byte-level BPE with every digit its own token, a name the same tokens wherever it appears, and the
-    protocol's tags as single tokens."""
+    """Byte-level BPE with every number below 1,000 one token, a name the same tokens wherever it appears,
+    and the protocol's tags as single tokens."""
     return bpe_tokenizer(texts, vocab_size, copyable=True, tokens=TAG_TOKENS)
 
 

@@ -54,14 +54,21 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+NUMBERS = [str(n) for n in range(10, 1000)]
+"""Numbers that a `copyable` tokenizer keeps whole (single digits are tokens of every byte-level
+vocabulary): a number is then one or two tokens, and a repeated digit does not lead a copying model
+astray the way it does when every digit is a token."""
+
+
 def bpe_tokenizer(
     texts: Iterable[str], vocab_size: int, copyable: bool = False, tokens: Sequence[str] = ()
 ) -> Any:
     """A byte-level BPE tokenizer trained on `texts`, with an end-of-text token and no chat template;
-    `tokens` are added whole (never split, kept in text). `copyable` makes every digit its own token
-    and a space before a capital letter its own token, so that a number or a name is the same tokens
-    wherever it appears (` Mebrias` in a search result and `{Mebrias` in an answer): what a small model
-    copies from a tool result is then copied token for token."""
+    `tokens` are added whole (never split, kept in text). `copyable` makes a number or a name the same
+    tokens wherever it appears, so that what a small model copies from a tool result is copied token
+    for token: every number below 1,000 is one token (longer numbers are read three digits at a time
+    from the left, `1905` -> `190` `5`; other digits are single tokens) and a space before a capital
+    letter is its own token (` Mebrias` in a search result and `{Mebrias` in an answer)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -89,8 +96,9 @@ def bpe_tokenizer(
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
-    if tokens:
-        fast.add_tokens(list(tokens))
+    extra = [*tokens, *NUMBERS] if copyable else list(tokens)
+    if extra:
+        fast.add_tokens(extra)
     return fast
 
 

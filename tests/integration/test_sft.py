@@ -64,11 +64,11 @@ def test_the_loss_covers_only_what_the_model_writes(demos: list) -> None:  # typ
         "<python>",
         "print",
         "(",
-        "1",
-        "2",
+        "12",
         ")",
         "</python>",
     ]
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode("in 1905.")[-3:]) == ["190", "5", "."]
     # a name is the same tokens in a search result and in an answer: copied token for token
     capital = BENCH.countries["train"][0].capital
     name = tokenizer.encode(capital)
