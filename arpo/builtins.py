@@ -1,7 +1,7 @@
 """Built-in models and datasets, named `arpo:<name>`, built on first use under ~/.cache/arpo (no hub).
 
 `arpo:tiny` is the project's tiny random Qwen2 with its own tokenizer (`arpo.tiny`); `arpo:agent-tiny`
-the tiny agent cold-started by `arpo.sft` (shipped in arpo/assets: 1.1M parameters, 4.5 MB; `arpo sft`
+the tiny agent cold-started by `arpo.sft` (shipped in arpo/assets: 1.2M parameters, 5.0 MB; `arpo sft`
 reproduces it); `arpo:arith` is a small arithmetic task whose answers a Python tool call computes
 exactly; `arpo:facts` a BM25 index over a few made-up documents (for the local search backend);
 `arpo:agentic` the generated benchmark of `arpo.tasks` (its splits as a dataset, its corpus as an
