@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from arpo.core.entropy import segment_entropy
 from arpo.evaluate import Record, Segment
 from arpo.proto.tree import Tree
 
@@ -77,6 +78,22 @@ def file_segments(path: Path) -> list[Segment]:
     if all("segments" in row for row in rows):
         return record_segments(Record.from_json(json.dumps(row)) for row in rows)
     raise ValueError(f"{path}: neither evaluation records (with 'segments') nor trees (with 'nodes')")
+
+
+def delta_h_by_tool(records: Iterable[Record], window: int) -> dict[str, list[float]]:
+    """ΔH at every tool result of every record, by tool: what ARPO's branch decision sees there.
+
+    ΔH = Hbar(segment after the result) - H0, Hbar the mean entropy of a segment's first `window` tokens
+    and H0 that of the trajectory's first segment (DESIGN.md §4.3; unnormalized, in nats)."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        if not record.segments or not record.segments[0].entropies:
+            continue
+        h0 = segment_entropy(record.segments[0].entropies, window)
+        for seg in record.segments[1:]:
+            if seg.after is not None and seg.entropies:
+                out[seg.after].append(segment_entropy(seg.entropies, window) - h0)
+    return dict(out)
 
 
 def table_rows(profile: dict[str, Any], every: int = 4) -> list[list[str]]:

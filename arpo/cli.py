@@ -13,6 +13,7 @@ from rich.table import Table
 
 from arpo import sft as sft_defaults
 from arpo.cli_eval import register as register_eval_commands
+from arpo.cli_runs import Overrides
 from arpo.cli_runs import register as register_run_commands
 from arpo.config import ConfigError, RunConfig, load_config
 
@@ -346,24 +347,34 @@ def compare(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs ARPO and GRPO.")] = "0,1,2",
     test_questions: Annotated[int, typer.Option(min=1, help="Test questions per evaluation.")] = 1000,
     test_split: Annotated[str, typer.Option(help="Split of the spec's dataset to test on.")] = "test",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods to train: arpo, grpo (sweeping ARPO's knobs: arpo).")
+    ] = "arpo,grpo",
+    overrides: Overrides = None,
 ) -> None:
     """ARPO vs GRPO from the same checkpoint at equal trajectory budget: embedded runs, then test evals."""
     import asyncio
 
     from arpo.cli_runs import load_spec
+    from arpo.compare import METHODS
     from arpo.compare import compare as run_compare
 
     try:
-        parsed = load_spec(spec)
+        parsed = load_spec(spec, overrides)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except (ConfigError, ValueError) as err:
         errors.print(f"[red]invalid input[/red] {err}", highlight=False)
         raise typer.Exit(2) from None
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
     if not seed_list:
         errors.print("--seeds: give at least one seed")
         raise typer.Exit(2)
+    if not method_list or any(m not in METHODS for m in method_list):
+        errors.print(f"--methods: expected a comma-separated subset of {', '.join(METHODS)}, got {methods!r}")
+        raise typer.Exit(2)
     try:
-        asyncio.run(run_compare(parsed, out, seed_list, test_split, test_questions, console.print))
+        run = run_compare(parsed, out, seed_list, test_split, test_questions, console.print, method_list)
+        asyncio.run(run)
     except (ConfigError, ValueError) as err:
         errors.print(f"arpo compare: {err}", highlight=False)
         raise typer.Exit(2) from None

@@ -39,7 +39,39 @@ Token = Annotated[
 COLUMNS = ("step", "reward_mean", "accuracy", "tool_calls_per_trajectory", "branches_per_tree", "policy_loss")
 
 
-def load_spec(path: Path) -> RunSpec:
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a spec field by its dotted path, e.g. --set config.branching.beta=0.4 (repeatable).",
+    ),
+]
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Set `data`'s field at a dotted path (`config.branching.beta=0.4`); the value is read as YAML."""
+    key, sep, raw = assignment.partition("=")
+    names = key.strip().split(".")
+    if not sep or not all(names):
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE with a dotted KEY, e.g. config.seed=1")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {err}") from None
+    node = data
+    for depth, name in enumerate(names[:-1]):
+        child = node.get(name)
+        if child is None:
+            child = node[name] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(names[: depth + 1])} is a value, not a section")
+        node = child
+    node[names[-1]] = value
+
+
+def load_spec(path: Path, overrides: list[str] | None = None) -> RunSpec:
+    """The RunSpec in `path` with `--set` overrides applied; errors name the file and the bad field."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
@@ -48,10 +80,13 @@ def load_spec(path: Path) -> RunSpec:
         raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ConfigError(f"{path}: expected a RunSpec (model, dataset, config), see configs/embedded.yaml")
+    for assignment in overrides or ():
+        apply_override(data, assignment)
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
     try:
         return RunSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, str(path))) from None
+        raise ConfigError(describe_validation_error(err, source)) from None
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -172,10 +207,11 @@ def run_command(
     directory: Annotated[Path, typer.Option("--dir", help="Embedded: where runs/<id>/ goes.")] = Path("runs"),
     run_id: Annotated[str | None, typer.Option("--run-id", help="Embedded: resume this run.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Override optim.total_steps.")] = None,
+    overrides: Overrides = None,
 ) -> None:
     """Run ARPO: embedded (every service in this process, on CPU) or submitted to `--remote`."""
     try:
-        parsed = load_spec(spec)
+        parsed = load_spec(spec, overrides)
     except ConfigError as err:
         raise fail(f"[red]invalid run spec[/red]\n{err}") from None
     if remote is None:

@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arpo.analysis import entropy_profile, record_segments
+from arpo.analysis import delta_h_by_tool, entropy_profile, record_segments
 from arpo.builtins import resolve_dataset
+from arpo.config import RunConfig
+from arpo.core.branching import BranchingMode, branch_probability, should_branch
 from arpo.embedded import Embedded, EmbeddedOptions, local_services
 from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
 from arpo.plots import entropy_curves, validation_curves
@@ -59,6 +61,8 @@ class Outcome:
     generated_tokens: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
     validations: list[dict[str, Any]] = field(default_factory=list)
+    branch_points: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Per tool: its results in the test records, mean ΔH there, mean fork probability (`branch_points`)."""
 
 
 def families(spec: RunSpec, split: str) -> dict[str, str]:
@@ -89,13 +93,31 @@ async def evaluate_policy(
         return await evaluate(test[:questions], agent, eval_config(spec.config, temperature))
 
 
-def outcome(method: str, seed: int | None, records: Sequence[Record], family: dict[str, str]) -> Outcome:
+def branch_points(records: Sequence[Record], config: RunConfig) -> dict[str, dict[str, float | None]]:
+    """Per tool: how many tool results the records hold, the mean ΔH there and the mean probability that
+    ARPO's rule (the spec's α, β, mode) forks there: how much the entropy, not α alone, steers the forks.
+    The probability is left out (None) under `normalize_entropy`: records do not know the vocabulary."""
+    rule, b = config.branch_rule, config.branching
+    out: dict[str, dict[str, float | None]] = {}
+    for tool, deltas in sorted(delta_h_by_tool(records, b.entropy_window).items()):
+        if b.normalize_entropy:
+            fork = None
+        elif rule.mode is BranchingMode.THRESHOLD:
+            fork = statistics.fmean(float(should_branch(d, rule, 0.0)) for d in deltas)
+        else:
+            fork = statistics.fmean(branch_probability(d, rule) for d in deltas)
+        out[tool] = {"points": len(deltas), "delta_h": statistics.fmean(deltas), "fork_probability": fork}
+    return out
+
+
+def outcome(
+    method: str, seed: int | None, records: Sequence[Record], family: dict[str, str], config: RunConfig
+) -> Outcome:
     grouped: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         grouped[family.get(r.prompt_id, "all")].append(r)
-    return Outcome(
-        method, seed, Summary.of(records), {f: Summary.of(rs) for f, rs in sorted(grouped.items())}
-    )
+    by_family = {f: Summary.of(rs) for f, rs in sorted(grouped.items())}
+    return Outcome(method, seed, Summary.of(records), by_family, branch_points=branch_points(records, config))
 
 
 async def compare(
@@ -105,8 +127,9 @@ async def compare(
     test_split: str = "test",
     test_questions: int = 1000,
     log: Callable[[str], None] = print,
+    methods: Sequence[str] = METHODS,
 ) -> list[Outcome]:
-    """Train and evaluate every method at every seed; write the results under `out` and return them."""
+    """Train and evaluate every method (of `methods`) at every seed; write the results under `out`."""
     validation = spec.validation
     if validation is None:
         raise ValueError("validation: the spec needs a validation block (the curves are the report's point)")
@@ -126,10 +149,10 @@ async def compare(
         return records
 
     start_records = await evaluated("start", spec, None)
-    outcomes.append(outcome("start", None, start_records, family))
+    outcomes.append(outcome("start", None, start_records, family, spec.config))
     profiles["start"] = entropy_profile(record_segments(start_records))
     for seed in seeds:
-        for method in METHODS:
+        for method in methods:
             s = method_spec(spec, method, seed)
             run = Embedded(s, EmbeddedOptions(directory=out / "runs"))
             started = time.perf_counter()
@@ -139,7 +162,7 @@ async def compare(
             version = run.loop.state.policy_version
             weights = out / "runs" / run.run_id / "weights" / f"v{version:06d}"
             records = await evaluated(f"{method}-s{seed}", s, weights)
-            result = outcome(method, seed, records, family)
+            result = outcome(method, seed, records, family, spec.config)
             result.run_id, result.wall_s = run.run_id, wall
             result.generated_tokens = sum(m.generated_tokens for m in steps)
             result.steps = [m.model_dump() for m in steps]
@@ -235,5 +258,27 @@ def report_markdown(outcomes: Sequence[Outcome], profiles: dict[str, Any]) -> st
         "Mean token entropy (nats) after a tool result, by position, vs every other generated token:",
         "",
         *_table(["policy", "after", "0-3", "4-15", "16-31", "elsewhere"], rows),
+    ]
+    rows = []
+    for method, group in by_method.items():
+        for tool in sorted({t for o in group for t in o.branch_points}):
+            points = [o.branch_points[tool] for o in group if tool in o.branch_points]
+            forks = [p["fork_probability"] for p in points if p["fork_probability"] is not None]
+            rows.append(
+                [
+                    method,
+                    tool,
+                    _mean_std([float(p["points"] or 0) for p in points]),
+                    _mean_std([float(p["delta_h"] or 0) for p in points]),
+                    _mean_std(forks) if forks else "-",
+                ]
+            )
+    lines += [
+        "",
+        "What ARPO's branch rule sees at the tool results of the test trajectories: ΔH (nats, the entropy of",
+        "the segment after the result minus the trajectory's first segment, over the spec's window) and the",
+        "mean probability that the spec's rule forks there:",
+        "",
+        *_table(["policy", "after", "tool results", "mean ΔH", "fork probability"], rows),
     ]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,8 @@ from arpo.proto.tree import TreeSeed
 class CharTokenizer:
     """One token per character (code point)."""
 
+    vocab_size = 0x110000
+
     def encode(self, text: str) -> list[int]:
         return [ord(ch) for ch in text]
 

@@ -8,6 +8,7 @@ exact. One worker with one trajectory in flight, so the order of events is fixed
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -117,6 +118,17 @@ async def grow(
 
 def shape(tree: Tree) -> dict[str, str | None]:
     return {n.node_id: n.parent_id for n in tree.nodes}
+
+
+async def test_normalized_entropy_divides_delta_h_by_ln_vocab(
+    store: TreeStore, tools: ToolsClient, redis_server: LocalRedis
+) -> None:
+    # The scenario below, normalized: ΔH = 1.0 / ln(0x110000) ≈ 0.072, so 0.5 + 0.2 * 0.072 < 0.6: no fork.
+    cfg = config(4, 2, alpha=0.5, beta=0.2, threshold=0.6, normalize_entropy=True)
+    await grow(store, tools, cfg, [seed(store, "t", 4, 2)], ScriptedGenerator(), max_inflight=1)
+    nodes = {n.node_id: n for n in (await store.tree(0, "t")).nodes}
+    assert nodes["t.t0.n1"].delta_h == pytest.approx(1.0 / math.log(0x110000))
+    assert nodes["t.t0.n1"].forked == 0 and not any(".f0" in node_id for node_id in nodes)
 
 
 async def test_arpo_forks_after_tool_results_within_the_budget(

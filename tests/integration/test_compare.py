@@ -48,7 +48,19 @@ def test_compare_trains_both_methods_evaluates_and_writes_the_report(
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["outcomes"]) == 3 and results["test_questions"] == 3
     report = (tmp_path / "report.md").read_text()
-    assert "| arpo | 1 |" in report and "| grpo | 1 |" in report
+    assert "| arpo | 1 |" in report and "| grpo | 1 |" in report and "fork probability" in report
+    assert all(0 <= p["fork_probability"] <= 1 for p in grpo.branch_points.values())
     for png in ("validation.png", "entropy.png"):
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
     assert len((tmp_path / "records" / "grpo-s0.jsonl").read_text().splitlines()) == 3
+
+
+def test_compare_trains_only_the_methods_asked_for(
+    tmp_path: Path, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    outcomes = asyncio.run(compare(SPEC, tmp_path, [1], "train", 2, log=lambda _: None, methods=["arpo"]))
+    assert [(o.method, o.seed) for o in outcomes] == [("start", None), ("arpo", 1)]
+    report = (tmp_path / "report.md").read_text()
+    assert "| arpo | 1 |" in report and "grpo" not in report
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["arpo-s1.jsonl", "start.jsonl"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from arpo.cli import app
@@ -55,3 +57,33 @@ def test_index_build(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "field 'text' must be a string" in result.output
     missing = runner.invoke(app, ["index", "build", str(tmp_path / "nope.jsonl"), str(tmp_path / "i3")])
     assert missing.exit_code == 2 and "is not a file" in missing.output
+
+
+def test_set_overrides_a_spec_field_and_names_a_bad_one(tmp_path: Path) -> None:
+    from arpo.cli_runs import load_spec
+    from arpo.config import ConfigError
+
+    spec = Path("configs/runs/agentic.yaml")
+    parsed = load_spec(spec, ["config.branching.beta=0.5", "config.branching.fork_width=2", "name=sweep"])
+    assert parsed.config.branching.beta == 0.5 and parsed.config.branching.fork_width == 2
+    assert parsed.name == "sweep" and parsed.config.branching.initial_rollouts == 4  # the rest as in the file
+    assert load_spec(spec).config.branching.beta == 0.2
+    for assignment, named in (
+        ("config.branching.betta=1", "config.branching.betta"),  # typo: the schema forbids unknown fields
+        ("config.branching.beta=-1", "config.branching.beta"),
+        ("config.branching.initial_rollouts=9", "initial_rollouts: must be <= branching.group_size (8)"),
+        ("config.seed.x=1", "config.seed is a value"),
+        ("config.seed", "expected KEY=VALUE"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            load_spec(spec, [assignment])
+
+
+def test_compare_refuses_bad_methods_and_overrides_before_running() -> None:
+    spec = "configs/runs/agentic.yaml"
+    result = runner.invoke(app, ["compare", spec, "--methods", "arpo,ppo"])
+    assert result.exit_code == 2 and "--methods" in result.output and "'arpo,ppo'" in result.output
+    result = runner.invoke(app, ["compare", spec, "--set", "config.branching.alpha=7"])
+    assert result.exit_code == 2 and "config.branching.alpha" in result.output
+    result = runner.invoke(app, ["run", spec, "--set", "config.optim.lr=fast"])
+    assert result.exit_code == 2 and "config.optim.lr" in result.output

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from arpo.analysis import entropy_profile, file_segments, summary_line, table_rows, tree_segments
+from arpo.analysis import (
+    delta_h_by_tool,
+    entropy_profile,
+    file_segments,
+    summary_line,
+    table_rows,
+    tree_segments,
+)
 from arpo.core.rewards import AnswerMetric
 from arpo.evaluate import Record, Segment
 from arpo.harness import load_records, parse_verdict, pass_at_k, scores, solved, summarize
@@ -89,6 +96,31 @@ def test_entropy_profile_separates_positions_after_each_tool_from_the_rest() -> 
     assert profile["elsewhere"] == pytest.approx((1.0 + 1.0 + 5.0) / 3)
     assert table_rows(profile, every=1) == [["0", "3.000 (2)", "4.000 (2)"], ["1", "2.000 (2)", "-"]]
     assert "after python results 2.500" in summary_line(profile, first=2)
+
+
+def test_delta_h_is_what_the_branch_rule_sees_after_each_tool_result() -> None:
+    from arpo.compare import branch_points
+    from arpo.config import RunConfig
+
+    first, after_python, after_search = [1.0, 1.0, 9.0], [1.5, 2.5, 0.0], [3.0]
+    records = [
+        Record("a", "q", ["x"], segments=[Segment(None, first), Segment("python", after_python)]),
+        Record("b", "q", ["x"], segments=[Segment(None, [0.5]), Segment("search", after_search)]),
+        Record("c", "q", ["x"], segments=[Segment(None, [0.5])]),  # no tool call: no branch point
+    ]
+    # window 2: H0 = 1.0 (the 9.0 lies outside it), Hbar after python = 2.0; H0 = 0.5 and 3.0 after search
+    assert delta_h_by_tool(records, 2) == {"python": [1.0], "search": [2.5]}
+    config = RunConfig.model_validate({"branching": {"entropy_window": 2, "alpha": 0.5, "beta": 0.2}})
+    points = branch_points(records, config)
+    assert points["python"] == {"points": 1, "delta_h": 1.0, "fork_probability": pytest.approx(0.7)}
+    assert points["search"]["fork_probability"] == pytest.approx(1.0)  # 0.5 + 0.2 * 2.5, clipped
+    threshold = RunConfig.model_validate(
+        {"branching": {"entropy_window": 2, "alpha": 0.5, "beta": 0.2, "mode": "threshold", "threshold": 0.8}}
+    )
+    assert {t: p["fork_probability"] for t, p in branch_points(records, threshold).items()} == {
+        "python": 0.0,
+        "search": 1.0,
+    }
 
 
 def _node(

@@ -58,6 +58,11 @@ class Tokenizer(Protocol):
 
     def decode(self, token_ids: list[int]) -> str: ...
 
+    @property
+    def vocab_size(self) -> int:
+        """V of `branching.normalize_entropy` (segment entropies divided by ln V)."""
+        ...
+
 
 class LostClaimError(RuntimeError):
     """Another delivery of the same request wrote first: this one stops without acknowledging."""
@@ -188,8 +193,10 @@ async def generate(ctx: Context, state: State) -> Phase:
     state.generate_s += time.perf_counter() - started
     segment = response.completions[0]
     state.segment = segment
+    branching = ctx.config.branching
+    vocab = ctx.tokenizer.vocab_size if branching.normalize_entropy else None
     state.hbar = (
-        segment_entropy(segment.entropies, ctx.config.branching.entropy_window) if segment.entropies else 0.0
+        segment_entropy(segment.entropies, branching.entropy_window, vocab) if segment.entropies else 0.0
     )
     state.forked, state.delta_h = 0, None
     if state.h0 is None:

@@ -110,6 +110,11 @@ class TokenizedEngine:
     def model_name(self) -> str:
         return self._name
 
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary, added tokens included (engines report their model's output size)."""
+        return len(self.tokenizer)
+
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
