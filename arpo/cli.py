@@ -344,7 +344,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for results.json, report.md, plots, records.")] = Path(
         "benchmarks/arpo-vs-grpo"
     ),
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs ARPO and GRPO.")] = "0,1,2",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs every method.")] = "0,1,2",
     test_questions: Annotated[int, typer.Option(min=1, help="Test questions per evaluation.")] = 1000,
     test_split: Annotated[str, typer.Option(help="Split of the spec's dataset to test on.")] = "test",
     methods: Annotated[

@@ -25,7 +25,7 @@ from typing import Any
 from arpo.analysis import delta_h_by_tool, entropy_profile, record_segments
 from arpo.builtins import resolve_dataset
 from arpo.config import RunConfig
-from arpo.core.branching import BranchingMode, branch_probability, should_branch
+from arpo.core.branching import fork_probability
 from arpo.embedded import Embedded, EmbeddedOptions, local_services
 from arpo.evaluate import Agent, Record, Summary, eval_config, evaluate
 from arpo.plots import entropy_curves, validation_curves
@@ -100,12 +100,7 @@ def branch_points(records: Sequence[Record], config: RunConfig) -> dict[str, dic
     rule, b = config.branch_rule, config.branching
     out: dict[str, dict[str, float | None]] = {}
     for tool, deltas in sorted(delta_h_by_tool(records, b.entropy_window).items()):
-        if b.normalize_entropy:
-            fork = None
-        elif rule.mode is BranchingMode.THRESHOLD:
-            fork = statistics.fmean(float(should_branch(d, rule, 0.0)) for d in deltas)
-        else:
-            fork = statistics.fmean(branch_probability(d, rule) for d in deltas)
+        fork = None if b.normalize_entropy else statistics.fmean(fork_probability(d, rule) for d in deltas)
         out[tool] = {"points": len(deltas), "delta_h": statistics.fmean(deltas), "fork_probability": fork}
     return out
 

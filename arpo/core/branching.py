@@ -54,24 +54,26 @@ def branch_probability(delta_h: float, rule: BranchRule, consecutive_branches: i
     return p * max(0.0, 1.0 - rule.consecutive_penalty * consecutive_branches)
 
 
+def fork_probability(delta_h: float, rule: BranchRule, consecutive_branches: int = 0) -> float:
+    """The chance that the rule forks at ΔH: p in STOCHASTIC mode; 1 or 0 in THRESHOLD mode, which forks
+    iff (α + β·ΔH)·penalty > τ."""
+    if rule.mode == BranchingMode.STOCHASTIC:
+        return branch_probability(delta_h, rule, consecutive_branches)
+    score = rule.alpha + rule.beta * delta_h
+    penalty = max(0.0, 1.0 - rule.consecutive_penalty * consecutive_branches)
+    return 1.0 if score * penalty > rule.threshold else 0.0
+
+
 def should_branch(
     delta_h: float, rule: BranchRule, uniform_draw: float, consecutive_branches: int = 0
 ) -> bool:
-    """The fork decision after one tool result; `uniform_draw` is U[0, 1) from the caller's seeded RNG.
-
-    THRESHOLD mode ignores the draw: it forks iff (α + β·ΔH)·penalty > τ.
-    """
+    """The fork decision after one tool result; `uniform_draw` is U[0, 1) from the caller's seeded RNG
+    (THRESHOLD mode's probability is 0 or 1, so the draw does not matter there)."""
     if not 0.0 <= uniform_draw < 1.0:
         raise ValueError(f"uniform_draw must be in [0, 1), got {uniform_draw}")
     if not math.isfinite(delta_h):
         raise ValueError(f"delta_h must be finite, got {delta_h}")
-    match rule.mode:
-        case BranchingMode.STOCHASTIC:
-            return uniform_draw < branch_probability(delta_h, rule, consecutive_branches)
-        case BranchingMode.THRESHOLD:
-            score = rule.alpha + rule.beta * delta_h
-            penalty = max(0.0, 1.0 - rule.consecutive_penalty * consecutive_branches)
-            return score * penalty > rule.threshold
+    return uniform_draw < fork_probability(delta_h, rule, consecutive_branches)
 
 
 @dataclass(frozen=True)
